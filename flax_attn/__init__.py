@@ -1,0 +1,13 @@
+"""flax-attn: attention-augmented CNNs as pure-functional Flax modules.
+
+  import flax_attn
+  model = flax_attn.create_model('cbam_resnet50', num_classes=1000)
+  variables = model.init(jax.random.key(0), images, train=False)
+  logits = model.apply(variables, images, train=False)
+"""
+from flax_attn.attention import get_attention, list_attention  # noqa: F401
+from flax_attn.models import create_model, extract_features, list_models  # noqa: F401
+from flax_attn.registry import (UnknownNameError, register_attention,  # noqa: F401
+                                register_model)
+
+__version__ = '0.1.0'

@@ -1,0 +1,348 @@
+"""ResNet family in flax.linen, NHWC: ResNet, ResNeXt, Res2Net, WideResNet.
+
+The architectures are torchvision's / timm's where they define a model of the
+same name (stride on the 3x3 conv of bottlenecks, "ResNet v1.5"), so
+parameter counts match theirs exactly and their weights can be imported.
+
+Attention plugs in two places, never by import of a particular module:
+  * `attn`: a factory called inside every residual block, applied after the
+    last norm of the main path and before the residual addition;
+  * `stage_attn`: a factory applied after each stage named in
+    `stage_attn_after` (1-based), for modules that act on a whole stage.
+The classifier head is a factory too (`head`, GAP + FC by default).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from flax_attn.models.heads import LinearHead
+from flax_attn.models.layers import ModuleDef, make_conv, make_norm
+
+Factory = Optional[Callable[..., nn.Module]]
+
+
+class Shortcut(nn.Module):
+  """The residual branch: identity, or a projection when the shape changes.
+
+  `kind='B'`: 1x1 conv (with stride) + norm (torchvision, timm).
+  `kind='A'`: stride-subsample and zero-pad the new channels, no parameters
+  (He et al. 2016's CIFAR ResNets, Sec. 4.2).
+  """
+  features: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+  kind: str = 'B'
+
+  @nn.compact
+  def __call__(self, x):
+    if x.shape[-1] == self.features and self.strides == 1:
+      return x
+    if self.kind == 'A':
+      x = x[:, ::self.strides, ::self.strides, :]
+      extra = self.features - x.shape[-1]
+      return jnp.pad(x, ((0, 0), (0, 0), (0, 0),
+                         (extra // 2, extra - extra // 2)))
+    x = self.conv(self.features, (1, 1), (self.strides, self.strides),
+                  name='conv')(x)
+    return self.norm(name='bn')(x)
+
+
+class BasicBlock(nn.Module):
+  """3x3 -> 3x3 residual block (expansion 1)."""
+  filters: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+  act: Callable = nn.relu
+  attn: Factory = None
+  shortcut: str = 'B'
+  zero_init_last: bool = False
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    y = self.conv(self.filters, (3, 3), (self.strides, self.strides),
+                  name='conv1')(x)
+    y = self.act(self.norm(name='bn1')(y))
+    y = self.conv(self.filters, (3, 3), name='conv2')(y)
+    y = self.norm(name='bn2', scale_init=_last_scale_init(self))(y)
+    if self.attn is not None:
+      y = self.attn(name='attn')(y, train=train)
+    residual = Shortcut(self.filters, self.strides, self.conv, self.norm,
+                        self.shortcut, name='shortcut')(x)
+    return self.act(residual + y)
+
+
+class Bottleneck(nn.Module):
+  """1x1 -> 3x3 (stride, groups) -> 1x1 residual block (expansion 4).
+
+  Inner width `int(filters * base_width / 64) * groups` covers ResNet
+  (1, 64), ResNeXt (32, 4 or 8) and wide ResNets (1, 128).
+  """
+  filters: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+  act: Callable = nn.relu
+  attn: Factory = None
+  shortcut: str = 'B'
+  zero_init_last: bool = False
+  groups: int = 1
+  base_width: int = 64
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    width = int(self.filters * (self.base_width / 64.0)) * self.groups
+    out = self.filters * self.expansion
+    y = self.conv(width, (1, 1), name='conv1')(x)
+    y = self.act(self.norm(name='bn1')(y))
+    y = self.conv(width, (3, 3), (self.strides, self.strides),
+                  feature_group_count=self.groups, name='conv2')(y)
+    y = self.act(self.norm(name='bn2')(y))
+    y = self.conv(out, (1, 1), name='conv3')(y)
+    y = self.norm(name='bn3', scale_init=_last_scale_init(self))(y)
+    if self.attn is not None:
+      y = self.attn(name='attn')(y, train=train)
+    residual = Shortcut(out, self.strides, self.conv, self.norm,
+                        self.shortcut, name='shortcut')(x)
+    return self.act(residual + y)
+
+
+class MultiScaleConv(nn.Module):
+  """Res2Net's hierarchical 3x3 convolution (Gao et al. 2021, Eq. 1).
+
+  The input is split into `scale` groups of `width` channels. Following
+  timm's `Bottle2neck`: y_i = K_i(x_i + y_{i-1}) for i < scale (K = conv, BN,
+  ReLU), the last split passes through; in the first block of a stage
+  (`is_first`) the splits are not added and the last one is average pooled
+  with the stride instead.
+  """
+  width: int
+  scale: int
+  strides: int
+  is_first: bool
+  conv: ModuleDef
+  norm: ModuleDef
+  act: Callable = nn.relu
+  groups: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    splits = jnp.split(x, self.scale, axis=-1)
+    outs = []
+    y = None
+    for i in range(self.scale - 1):
+      inp = splits[i] if (i == 0 or self.is_first) else y + splits[i]
+      y = self.conv(self.width, (3, 3), (self.strides, self.strides),
+                    feature_group_count=self.groups, name=f'convs_{i}')(inp)
+      y = self.act(self.norm(name=f'bns_{i}')(y))
+      outs.append(y)
+    last = splits[-1]
+    if self.is_first:
+      # AvgPool2d(3, stride, padding=1) with count_include_pad=True.
+      last = nn.avg_pool(last, (3, 3), (self.strides, self.strides),
+                         padding=((1, 1), (1, 1)), count_include_pad=True)
+    outs.append(last)
+    return jnp.concatenate(outs, axis=-1)
+
+
+class Res2NetBottleneck(nn.Module):
+  """Res2Net bottleneck (timm `Bottle2neck`): 1x1 -> multi-scale 3x3 -> 1x1."""
+  filters: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+  act: Callable = nn.relu
+  attn: Factory = None
+  shortcut: str = 'B'
+  zero_init_last: bool = False
+  groups: int = 1
+  base_width: int = 26
+  scale: int = 4
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    width = int(math.floor(self.filters * (self.base_width / 64.0))) * self.groups
+    out = self.filters * self.expansion
+    is_first = self.strides > 1 or x.shape[-1] != out
+    y = self.conv(width * self.scale, (1, 1), name='conv1')(x)
+    y = self.act(self.norm(name='bn1')(y))
+    y = MultiScaleConv(width, self.scale, self.strides, is_first, self.conv,
+                       self.norm, self.act, self.groups, name='multiscale')(y)
+    y = self.conv(out, (1, 1), name='conv3')(y)
+    y = self.norm(name='bn3', scale_init=_last_scale_init(self))(y)
+    if self.attn is not None:
+      y = self.attn(name='attn')(y, train=train)
+    residual = Shortcut(out, self.strides, self.conv, self.norm,
+                        self.shortcut, name='shortcut')(x)
+    return self.act(residual + y)
+
+
+class Res2NetBasicBlock(nn.Module):
+  """Basic-block Res2Net (Res2Net-18/34, as MGAN uses them).
+
+  Res2Net's paper defines only the bottleneck form; no reference
+  implementation of the basic form exists in torchvision or timm. Reading
+  taken: the block's second 3x3 conv becomes the multi-scale 3x3 of
+  `MultiScaleConv` over `scale` splits of `filters // scale` channels,
+  followed by a 1x1 conv + BN that fuses the splits (the bottleneck's conv3),
+  so the block keeps 18/34 weight layers' worth of depth and the attention
+  still sees the output of a norm:
+    3x3 conv(stride) -> BN -> ReLU -> multi-scale 3x3 -> 1x1 conv -> BN.
+  """
+  filters: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+  act: Callable = nn.relu
+  attn: Factory = None
+  shortcut: str = 'B'
+  zero_init_last: bool = False
+  scale: int = 4
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.filters % self.scale:
+      raise ValueError(f'Res2Net basic block: filters {self.filters} not '
+                       f'divisible by scale {self.scale}')
+    is_first = self.strides > 1 or x.shape[-1] != self.filters
+    y = self.conv(self.filters, (3, 3), (self.strides, self.strides),
+                  name='conv1')(x)
+    y = self.act(self.norm(name='bn1')(y))
+    y = MultiScaleConv(self.filters // self.scale, self.scale, 1, is_first,
+                       self.conv, self.norm, self.act, name='multiscale')(y)
+    y = self.conv(self.filters, (1, 1), name='conv3')(y)
+    y = self.norm(name='bn3', scale_init=_last_scale_init(self))(y)
+    if self.attn is not None:
+      y = self.attn(name='attn')(y, train=train)
+    residual = Shortcut(self.filters, self.strides, self.conv, self.norm,
+                        self.shortcut, name='shortcut')(x)
+    return self.act(residual + y)
+
+
+def _last_scale_init(block):
+  return nn.initializers.zeros if block.zero_init_last else nn.initializers.ones
+
+
+BLOCKS: Dict[str, Any] = {
+    'basic': BasicBlock,
+    'bottleneck': Bottleneck,
+    'res2net_bottleneck': Res2NetBottleneck,
+    'res2net_basic': Res2NetBasicBlock,
+}
+
+STEMS = ('imagenet', 'small')
+
+
+class ResNet(nn.Module):
+  """A residual network of stages of blocks, with pluggable attention.
+
+  Attributes:
+    stage_sizes: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
+    block: one of `BLOCKS`' names ('basic', 'bottleneck', ...).
+    num_classes: classifier outputs.
+    stage_widths: the `filters` of each stage (before block expansion).
+    stage_strides: stride of each stage's first block.
+    stem: 'imagenet' (7x7/2 conv + 3x3/2 max-pool) or 'small' (3x3/1 conv,
+      no pool) for 32x32 / small images.
+    stem_width: channels of the stem conv.
+    widen_factor: multiplies `stage_widths` (WRN-28-10, CSM's WRN-18 x1.5).
+    block_kwargs: extra block fields (groups, base_width, scale).
+    shortcut: 'B' projection or 'A' zero-pad (CIFAR ResNets of He 2016).
+    zero_init_last: zero-initialise the last BN scale of each block.
+    attn: block attention factory or None.
+    stage_attn: per-stage attention factory or None.
+    stage_attn_after: 1-based stages followed by `stage_attn`.
+    head: classifier head factory, called with num_classes and dtype.
+    act: activation.
+    dtype: compute dtype (parameters and BN statistics stay float32).
+    bn_momentum, bn_epsilon: BatchNorm constants (PyTorch's by default).
+    bn_axis_name: mesh/pmap axis for cross-device BN statistics, if needed.
+  """
+  stage_sizes: Sequence[int]
+  block: str = 'basic'
+  num_classes: int = 1000
+  stage_widths: Sequence[int] = (64, 128, 256, 512)
+  stage_strides: Sequence[int] = (1, 2, 2, 2)
+  stem: str = 'imagenet'
+  stem_width: int = 64
+  widen_factor: float = 1.0
+  block_kwargs: Dict[str, Any] = None
+  shortcut: str = 'B'
+  zero_init_last: bool = False
+  attn: Factory = None
+  stage_attn: Factory = None
+  stage_attn_after: Sequence[int] = ()
+  head: Callable[..., nn.Module] = LinearHead
+  act: Callable = nn.relu
+  dtype: Any = jnp.float32
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  bn_axis_name: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, return_features: bool = False):
+    if x.ndim != 4:
+      raise ValueError(f'expected images of shape (batch, height, width, '
+                       f'channels), got shape {tuple(x.shape)}')
+    if self.stem not in STEMS:
+      raise ValueError(f'unknown stem {self.stem!r}; valid: {", ".join(STEMS)}')
+    if len(self.stage_widths) < len(self.stage_sizes) or len(
+        self.stage_strides) < len(self.stage_sizes):
+      raise ValueError(f'stage_widths {tuple(self.stage_widths)} and '
+                       f'stage_strides {tuple(self.stage_strides)} need one '
+                       f'entry per stage of {tuple(self.stage_sizes)}')
+    block_cls = BLOCKS[self.block]
+    conv = make_conv(self.dtype)
+    norm = make_norm(train, self.dtype, self.bn_momentum, self.bn_epsilon,
+                     self.bn_axis_name)
+    attn = self._with_dtype(self.attn)
+    stage_attn = self._with_dtype(self.stage_attn)
+    features = {}
+
+    x = x.astype(self.dtype)
+    if self.stem == 'imagenet':
+      x = conv(self.stem_width, (7, 7), (2, 2), name='conv_stem')(x)
+      x = self.act(norm(name='bn_stem')(x))
+      features['stem'] = x
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    else:
+      x = conv(self.stem_width, (3, 3), name='conv_stem')(x)
+      x = self.act(norm(name='bn_stem')(x))
+      features['stem'] = x
+
+    for i, num_blocks in enumerate(self.stage_sizes):
+      width = int(self.stage_widths[i] * self.widen_factor)
+      for j in range(num_blocks):
+        strides = self.stage_strides[i] if j == 0 else 1
+        x = block_cls(width, strides, conv=conv, norm=norm, act=self.act,
+                      attn=attn, shortcut=self.shortcut,
+                      zero_init_last=self.zero_init_last,
+                      **(self.block_kwargs or {}),
+                      name=f'stage{i + 1}_block{j}')(x, train=train)
+      if stage_attn is not None and (i + 1) in self.stage_attn_after:
+        x = stage_attn(name=f'stage{i + 1}_attn')(x, train=train)
+      features[f'stage{i + 1}'] = x
+
+    logits, head_features = self.head(num_classes=self.num_classes,
+                                      dtype=self.dtype, name='head')(
+                                          x, train=train)
+    logits = logits.astype(jnp.float32)
+    features.update(head_features)
+    if return_features:
+      return logits, features
+    return logits
+
+  def _with_dtype(self, factory: Factory) -> Factory:
+    if factory is None:
+      return None
+    return functools.partial(factory, dtype=self.dtype)
