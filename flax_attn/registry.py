@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
+import pkgutil
 from typing import Any, Callable, Dict, Iterable, List
 
 
@@ -72,3 +74,10 @@ def register_attention(name: str) -> Callable:
 def register_model(name: str) -> Callable:
   """Function decorator for a named model builder returning its kwargs."""
   return MODELS.register(name)
+
+
+def import_submodules(package: str, path) -> None:
+  """Imports every module of a package (so their registrations run)."""
+  for info in sorted(pkgutil.iter_modules(path), key=lambda m: m.name):
+    if not info.name.startswith('_'):
+      importlib.import_module(f'{package}.{info.name}')

@@ -18,10 +18,11 @@ import dataclasses
 import functools
 from typing import Any, Callable, Mapping, Optional, Union
 
-from flax_attn.registry import ATTENTION, register_attention  # noqa: F401
+from flax_attn.registry import ATTENTION, import_submodules, register_attention  # noqa: F401,E501
 
-# Importing a family module registers its attention types.
-from flax_attn.attention import cbam, eca, se  # noqa: F401,E402
+# Every module of this package registers its attention types when imported:
+# adding an attention type is adding one file here.
+import_submodules(__name__, __path__)
 
 AttnSpec = Union[None, str, Callable[..., Any]]
 

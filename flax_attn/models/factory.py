@@ -225,17 +225,3 @@ def wrn28_10(widen_factor: float = 10.0):
   kw = cifar_resnet(26, width=16, shortcut='B')
   kw['widen_factor'] = widen_factor
   return kw
-
-
-# Classic attention on classic backbones: timm's names where timm has them.
-_ATTN_BACKBONES = {
-    'se': ('seresnet', ('18', '34', '50', '101', '152')),
-    'cbam': ('cbam_resnet', ('18', '34', '50', '101', '152')),
-    'eca': ('eca_resnet', ('18', '34', '50', '101', '152')),
-}
-for _attn, (_prefix, _depths) in _ATTN_BACKBONES.items():
-  for _d in _depths:
-    register_model(f'{_prefix}{_d}')(
-        lambda _d=_d, _attn=_attn: imagenet_resnet(int(_d), attn=_attn))
-register_model('seresnext50_32x4d')(lambda: imagenet_resnet(
-    50, attn='se', block_kwargs=dict(groups=32, base_width=4)))

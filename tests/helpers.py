@@ -1,0 +1,39 @@
+"""Utilities shared by the tests."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def param_count(tree) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def abstract_variables(model, shape, **kwargs):
+  """Variables' shapes without running anything (jax.eval_shape)."""
+  return jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False,
+                         **kwargs))
+
+
+def model_param_count(model, shape=(1, 224, 224, 3)) -> int:
+  return param_count(abstract_variables(model, shape)['params'])
+
+
+def randomize_batch_stats(variables, key, scale=0.5):
+  """Replaces BN running statistics with non-trivial values (for eval tests)."""
+  stats = variables.get('batch_stats')
+  if not stats:
+    return variables
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(stats)
+  keys = jax.random.split(key, len(leaves))
+  new = []
+  for (path, leaf), k in zip(leaves, keys):
+    name = str(path[-1])
+    if 'var' in name:
+      new.append(jax.random.uniform(k, leaf.shape, minval=0.5, maxval=1.5))
+    else:
+      new.append(scale * jax.random.normal(k, leaf.shape))
+  return {**variables,
+          'batch_stats': jax.tree_util.tree_unflatten(treedef, new)}
