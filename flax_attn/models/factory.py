@@ -225,3 +225,33 @@ def wrn28_10(widen_factor: float = 10.0):
   kw = cifar_resnet(26, width=16, shortcut='B')
   kw['widen_factor'] = widen_factor
   return kw
+
+
+def _plain(value):
+  """ConfigDicts (and nested ones) to plain dicts; other values unchanged."""
+  if hasattr(value, 'to_dict'):
+    value = value.to_dict()
+  if isinstance(value, dict):
+    return {k: _plain(v) for k, v in value.items()}
+  return value
+
+
+def model_from_config(config, num_classes: int) -> nn.Module:
+  """The model a training config describes (see configs/default.py).
+
+  Uses `config.model`, `config.model_kwargs` (builder options or module
+  fields, e.g. `width`, `stage_attn_kwargs`), `config.attn` ('default' keeps
+  the named model's own, 'none' removes it), `config.attn_kwargs`,
+  `config.head` ('' keeps the model's own) and `config.dtype`.
+  """
+  kwargs = _plain(config.get('model_kwargs', {})) or {}
+  attn = config.get('attn', 'default')
+  attn_kwargs = _plain(config.get('attn_kwargs', {})) or None
+  if attn == 'default':
+    kwargs.setdefault('attn_kwargs', attn_kwargs)
+  else:
+    kwargs['attn'] = None if attn in ('none', '', None) else attn
+    kwargs['attn_kwargs'] = attn_kwargs
+  head = config.get('head', '') or None
+  return create_model(config.model, num_classes=num_classes, head=head,
+                      dtype=config.get('dtype', 'float32'), **kwargs)
