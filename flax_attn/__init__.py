@@ -5,7 +5,8 @@
   variables = model.init(jax.random.key(0), images, train=False)
   logits = model.apply(variables, images, train=False)
 """
-from flax_attn.attention import get_attention, list_attention  # noqa: F401
+from flax_attn.attention import (NotABlockAttentionError, get_attention,  # noqa: F401
+                                 list_attention)
 from flax_attn.models import create_model, extract_features, list_models  # noqa: F401
 from flax_attn.registry import (UnknownNameError, register_attention,  # noqa: F401
                                 register_model)

@@ -24,6 +24,12 @@ from flax_attn.registry import ATTENTION, import_submodules, register_attention 
 # adding an attention type is adding one file here.
 import_submodules(__name__, __path__)
 
+
+class NotABlockAttentionError(ValueError):
+  """Raised for a registered type that cannot gate a block's output (it
+  replaces a layer instead, like SK); its message names what to use."""
+
+
 AttnSpec = Union[None, str, Callable[..., Any]]
 
 # Fields every module has that are set by the backbone, not by users.
