@@ -38,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_epochs = 200
   config.num_train_steps = -1     # > 0 overrides num_epochs
   config.seed = 0
+  config.num_devices = 0          # devices to shard the batch over; 0 = all
 
   # Optimiser (optax).
   config.optimizer = 'sgd'        # sgd | adamw

@@ -62,6 +62,9 @@ def get_attention(spec: AttnSpec,
     return None
   if isinstance(spec, str):
     cls = ATTENTION.get(spec)
+    # A type that replaces a layer (SK) says so with this class attribute.
+    if getattr(cls, 'not_a_block_attention', None):
+      raise NotABlockAttentionError(cls.not_a_block_attention)
     valid = attention_fields(cls)
     bad = sorted(set(kwargs) - set(valid))
     if bad:

@@ -1,0 +1,44 @@
+"""Evaluates the latest (or a given) checkpoint on the whole eval split.
+
+  python eval.py --config configs/quickstart.py --workdir runs/quickstart
+  python eval.py --config configs/quickstart.py --workdir runs/quickstart \
+      --checkpoint 500
+
+Prints one JSON line and writes WORKDIR/eval.json.
+"""
+import json
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app, flags, logging  # noqa: E402
+
+from flax_attn import cli  # noqa: E402
+
+cli.define_flags()
+flags.DEFINE_integer('checkpoint', None, 'Step to evaluate (default latest).')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  config = cli.FLAGS.config
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+
+  def body():
+    import jax  # pylint: disable=g-import-not-at-top
+    if cli.FLAGS.multihost:
+      jax.distributed.initialize()
+    cli.enable_compilation_cache(config)
+    from flax_attn import train  # pylint: disable=g-import-not-at-top
+    result = train.evaluate(config, cli.FLAGS.workdir, cli.FLAGS.checkpoint)
+    if jax.process_index() == 0:
+      print(json.dumps(result))
+    return 0
+
+  sys.exit(cli.run_main(body))
+
+
+if __name__ == '__main__':
+  app.run(main)

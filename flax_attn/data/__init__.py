@@ -1,0 +1,41 @@
+"""Input pipelines: `tfds.data_source` + grain, no TensorFlow at train time.
+
+  from flax_attn import data
+  spec = data.get_dataset_spec('cifar10')      # num_classes, splits, mean/std
+  data.list_datasets()                         # or: python -m flax_attn.data list
+  steps_per_epoch = data.num_examples(config, 'train') // config.batch_size
+
+  train_it = data.create_train_iterator(
+      config, seed=config.seed, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  batch = next(train_it)      # {'image': f32 (B, S, S, C), 'label': i32 (B,)}
+  state = train_it.get_state()                 # JSON-serialisable dict
+  train_it.set_state(state)                    # continues with the same batches
+
+  for batch in data.create_eval_iterator(      # finite; re-iterable
+      config, batch_size=256, process_index=..., process_count=...):
+    ...  # + 'mask': f32 (B,), 0.0 on padding; sum(mask) over processes = N
+
+The config fields read: dataset, data_dir ('' = tfds default), image_size
+(0 = native), batch_size (global), num_workers (grain processes, 0 = in
+process), augment.{crop_padding, flip, rotation, color_jitter}.
+
+Datasets: cifar10, cifar100 (tfds, array_record files prepared once with
+`tfds build NAME --file_format=array_record`); digits (ships with the
+package, for a quick start); imagenet2012, mini_imagenet,
+caltech_birds2011, stanford_dogs, cars196 (specs only, their preprocessing
+is another issue). Under `tfds.testing.mock_data(num_examples=N)` the tfds
+datasets read N random examples per split through the same code path.
+"""
+from flax_attn.data.specs import (DATASETS, DatasetSpec,  # noqa: F401
+                                  get_dataset_spec, list_datasets,
+                                  register_dataset)
+from flax_attn.data import digits  # noqa: F401  (registers 'digits')
+from flax_attn.data.pipeline import (ArraySource,  # noqa: F401
+                                     PaddedEvalBatches, ShuffledBatches,
+                                     DatasetNotFoundError, EvalIterable,
+                                     TfdsSource, create_eval_iterator,
+                                     create_train_iterator, load_source,
+                                     num_examples, per_process_batch_size,
+                                     train_dataset)
+from flax_attn.data import transforms  # noqa: F401

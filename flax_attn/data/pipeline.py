@@ -1,0 +1,390 @@
+"""Train and eval input pipelines: `tfds.data_source` + grain, no TensorFlow.
+
+Training (`create_train_iterator`) is a grain MapDataset whose elements are
+whole batches:
+
+  MapDataset.source(ShuffledBatches(source, share, batch, seed))
+    .random_map(TrainTransform, seed)         # augmentation, per batch
+    .to_iter_dataset(...)[.mp_prefetch(num_workers)]
+
+`ShuffledBatches` cuts an endless stream of epochs into batches; each epoch
+is a fresh permutation of this process's share (examples process_index,
+process_index + process_count, ...), drawn from (seed, epoch). Batch k is
+thus a pure function of (seed, process_index, k): the iterator's state is
+grain's position (a small dict of ints), `set_state` on a fresh iterator
+continues with exactly the batches the saved one would have given, and the
+batches do not depend on `num_workers` (grain's workers take whole
+batches). Batches run across epoch boundaries; steps per epoch is
+`num_examples(config, 'train') // config.batch_size`. (Batches, not
+examples, are grain's elements because grain's per-element shuffle and
+bookkeeping cost ~150 us an example, more than the augmentation.)
+
+Evaluation (`create_eval_iterator`) splits the eval split into
+`process_count` contiguous shares of ceil(N / process_count) examples (the
+last share may be shorter), pads every share with masked zero examples to
+the same whole number of batches, so every process runs the same number of
+steps (multi-host `jit`) and masked sums over all processes see each example
+exactly once.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+import sys
+from typing import Any, Dict, Iterator, Optional, Sequence
+
+import grain
+import numpy as np
+
+from flax_attn.data.specs import DatasetSpec, get_dataset_spec
+from flax_attn.data.transforms import EvalTransform, TrainTransform
+
+# In-process prefetch: threads that build whole batches ahead of the trainer,
+# and how many batches they may hold (memory: batches x batch bytes).
+_READ_THREADS = 2
+_PREFETCH_BATCHES = 4
+
+
+class DatasetNotFoundError(FileNotFoundError):
+  """A dataset's files are missing; `str()` is one line saying what to do."""
+
+  def __str__(self) -> str:
+    return str(self.args[0]) if self.args else ''
+
+
+# ----------------------------------------------------------------- sources
+
+
+class ArraySource:
+  """Random access over in-memory arrays: {'image': uint8 HWC, 'label'}."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray):
+    if len(images) != len(labels):
+      raise ValueError(f'{len(images)} images but {len(labels)} labels')
+    self.images = np.asarray(images)
+    self.labels = np.asarray(labels, np.int32)
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
+    return {'image': self.images[index], 'label': self.labels[index]}
+
+  def get_batch(self, rows: np.ndarray) -> Dict[str, np.ndarray]:
+    return {'image': self.images[rows], 'label': self.labels[rows]}
+
+  def __repr__(self) -> str:
+    return f'ArraySource(num_examples={len(self)})'
+
+
+class TfdsSource:
+  """A `tfds.data_source` split reduced to {'image': uint8 HWC, 'label'}."""
+
+  def __init__(self, source: Sequence[Dict[str, Any]], name: str):
+    self.source = source
+    self.name = name
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
+    try:
+      example = self.source[index]
+    except ImportError as e:  # tfds decodes PNG/JPEG with pillow or opencv
+      raise ImportError(f'reading {self.name} images needs pillow or opencv '
+                        f'to decode them: pip install pillow ({e})'
+                        .replace('\n', ' ')) from e
+    return {'image': np.asarray(example['image']),
+            'label': np.int32(example['label'])}
+
+  def get_batch(self, rows: np.ndarray) -> Dict[str, np.ndarray]:
+    examples = [self[int(row)] for row in rows]
+    return {'image': np.stack([e['image'] for e in examples]),
+            'label': np.array([e['label'] for e in examples], np.int32)}
+
+  def __repr__(self) -> str:
+    return f'TfdsSource({self.name!r}, num_examples={len(self)})'
+
+
+def _one_line(text: str) -> str:
+  return ' '.join(str(text).split())
+
+
+def _missing_message(spec: DatasetSpec, data_dir: Optional[str],
+                     error: Exception) -> str:
+  """One line: which dataset, where it was looked for, how to prepare it."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core import constants  # pylint: disable=g-import-not-at-top
+  where = data_dir or constants.DATA_DIR
+  build = (f'tfds build {spec.tfds_name} --file_format=array_record '
+           f'--data_dir={where}')
+  head = f'dataset {spec.name!r} (tfds {spec.tfds_name!r}) '
+  try:
+    builder = tfds.builder(spec.tfds_name, data_dir=where)
+  except Exception as e:  # pylint: disable=broad-except
+    reason = str(e).strip().split('\n')[0][:200]  # tfds lists every name
+    hint = f'; {spec.prepare_hint}' if spec.prepare_hint else ''
+    return _one_line(f'{head}cannot be opened in data_dir {where!r}: '
+                     f'{type(e).__name__}: {reason}{hint}')
+  if builder.is_prepared():
+    return _one_line(
+        f'{head}in data_dir {where!r} could not be read as array_record '
+        f'files ({error}); training reads array_record only: rebuild with '
+        f'`{build}`')
+  manual = ''
+  if spec.manual_download or builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+    manual = (f' after placing the files tfds asks for in '
+              f'{os.path.join(where, "downloads", "manual")} '
+              f'({(builder.MANUAL_DOWNLOAD_INSTRUCTIONS or "").strip()}'
+              f'{"; " + spec.prepare_hint if spec.prepare_hint else ""})')
+  elif spec.prepare_hint:
+    manual = f' ({spec.prepare_hint})'
+  return _one_line(
+      f'{head}not found in data_dir {where!r} (looked for {builder.data_dir}):'
+      f' prepare it once with `{build}`{manual}; preparing may need '
+      f'TensorFlow (pip install tensorflow pillow), training never does')
+
+
+def load_source(spec: DatasetSpec, split: str,
+                data_dir: Optional[str] = None):
+  """A random-access source of {'image': uint8 (H, W, C), 'label': int32}."""
+  if spec.source == 'memory':
+    images, labels = spec.loader(split)
+    return ArraySource(images, labels)
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    source = tfds.data_source(spec.tfds_name, split=split,
+                              data_dir=data_dir or None, download=False)
+  except Exception as e:  # pylint: disable=broad-except
+    raise DatasetNotFoundError(_missing_message(spec, data_dir, e)) from e
+  return TfdsSource(source, spec.name)
+
+
+# ----------------------------------------------------------------- config
+
+
+def _augment(config, field: str, default):
+  augment = config.get('augment', None) if hasattr(config, 'get') else None
+  if augment is None:
+    return default
+  value = augment.get(field, default)
+  return default if value is None else value
+
+
+def _spec_and_size(config):
+  spec = get_dataset_spec(config.dataset)
+  if spec.preprocessing != 'small':
+    raise NotImplementedError(
+        f'dataset {spec.name!r} needs {spec.preprocessing!r} preprocessing '
+        '(variable-size images, random-resized crops), not implemented yet; '
+        'implemented: small (fixed-size images such as cifar10, cifar100, '
+        'digits)')
+  image_size = int(config.get('image_size', 0) or spec.image_size)
+  return spec, image_size
+
+
+def _check_process(process_index: int, process_count: int):
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} not in [0, '
+                     f'process_count={process_count})')
+
+
+def per_process_batch_size(batch_size: int, process_count: int) -> int:
+  if batch_size <= 0 or batch_size % process_count:
+    raise ValueError(f'batch_size {batch_size} must be a positive multiple '
+                     f'of process_count {process_count}')
+  return batch_size // process_count
+
+
+def _derived_seeds(seed: int, process_index: int, count: int):
+  """Independent 32-bit seeds from (seed, process_index) (SeedSequence
+  hashing: seeds 0 and 1 give unrelated streams, unlike seed + epoch)."""
+  entropy = [int(seed) % 2**64, int(process_index)]
+  return [int(s) for s in
+          np.random.SeedSequence(entropy).generate_state(count, np.uint32)]
+
+
+def num_examples(config, split: str) -> int:
+  """Examples in the 'train' or 'eval' split of `config.dataset`."""
+  spec = get_dataset_spec(config.dataset)
+  source = load_source(spec, spec.split(split), config.get('data_dir', ''))
+  return len(source)
+
+
+# ----------------------------------------------------------------- training
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_permutation(seed: int, epoch: int, size: int) -> np.ndarray:
+  """The order of epoch `epoch`: a permutation of range(size) from
+  (seed, epoch) (numpy's PCG64 via SeedSequence)."""
+  order = np.random.default_rng([seed, epoch]).permutation(size)
+  order.setflags(write=False)
+  return order
+
+
+class ShuffledBatches:
+  """Random access to the batches of an endless stream of shuffled epochs.
+
+  Stream position q holds example `rows[perm_e[q % n]]` with e = q // n,
+  n = len(rows) and perm_e = epoch_permutation(seed, e, n); batch k holds
+  positions [k * batch_size, (k + 1) * batch_size).
+  """
+
+  def __init__(self, source, rows: np.ndarray, batch_size: int, seed: int):
+    if len(rows) == 0:
+      raise ValueError('no training examples for this process')
+    self.source = source
+    self.rows = np.asarray(rows, np.int64)
+    self.batch_size = batch_size
+    self.seed = seed
+
+  def __len__(self) -> int:
+    return sys.maxsize  # endless
+
+  def example_rows(self, step: int) -> np.ndarray:
+    """The source rows of batch `step`, in order."""
+    size = len(self.rows)
+    positions = step * self.batch_size + np.arange(self.batch_size)
+    epochs, offsets = np.divmod(positions, size)
+    order = np.empty(self.batch_size, np.int64)
+    for epoch in np.unique(epochs):
+      here = epochs == epoch
+      order[here] = epoch_permutation(self.seed, int(epoch), size)[
+          offsets[here]]
+    return self.rows[order]
+
+  def __getitem__(self, step: int) -> Dict[str, np.ndarray]:
+    return self.source.get_batch(self.example_rows(step))
+
+
+def train_dataset(config, *, seed: int, process_index: int = 0,
+                  process_count: int = 1) -> grain.IterDataset:
+  """The grain IterDataset behind `create_train_iterator`."""
+  _check_process(process_index, process_count)
+  spec, image_size = _spec_and_size(config)
+  batch_size = per_process_batch_size(config.batch_size, process_count)
+  source = load_source(spec, spec.train_split, config.get('data_dir', ''))
+  shuffle_seed, augment_seed = _derived_seeds(seed, process_index, 2)
+  transform = TrainTransform(
+      image_size=image_size, mean=tuple(spec.mean), std=tuple(spec.std),
+      crop_padding=int(_augment(config, 'crop_padding', 0)),
+      flip=bool(_augment(config, 'flip', False)),
+      rotation=float(_augment(config, 'rotation', 0.0)),
+      color_jitter=float(_augment(config, 'color_jitter', 0.0)))
+  share = np.arange(process_index, len(source), process_count)
+  batches = ShuffledBatches(source, share, batch_size, shuffle_seed)
+  dataset = grain.MapDataset.source(batches)
+  dataset = dataset.random_map(transform, seed=augment_seed)
+  dataset = dataset.to_iter_dataset(grain.ReadOptions(
+      num_threads=_READ_THREADS, prefetch_buffer_size=_PREFETCH_BATCHES))
+  num_workers = int(config.get('num_workers', 0) or 0)
+  if num_workers > 0:
+    dataset = dataset.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=num_workers))
+  return dataset
+
+
+def create_train_iterator(config, *, seed: int, process_index: int = 0,
+                          process_count: int = 1) -> grain.DatasetIterator:
+  """Endless, deterministic, resumable per-process training batches.
+
+  Yields {'image': float32 (B, S, S, C) normalised, 'label': int32 (B,)}
+  with B = config.batch_size // process_count and S = config.image_size
+  (0 = the dataset's native size). `it.get_state()` is a JSON-serialisable
+  dict (grain's, e.g. {'next_index': 12}; with workers a larger dict of
+  ints); save it with `grain.checkpoint.CheckpointSave(it)` in an orbax
+  Composite or as `json.dumps(state)`. `set_state(state)` on an iterator
+  made with the same config, seed and process layout continues with
+  exactly the same batches. With config.num_workers > 0, call `it.close()`
+  when done to stop the worker processes.
+  """
+  return iter(train_dataset(config, seed=seed, process_index=process_index,
+                            process_count=process_count))
+
+
+# ----------------------------------------------------------------- evaluation
+
+
+class PaddedEvalBatches:
+  """Batches of examples [start, stop) of `source`, the last one padded
+  with zero images, label 0 and mask 0.0 up to `num_batches` batches."""
+
+  def __init__(self, source, start: int, stop: int, num_batches: int,
+               batch_size: int, pad_shape: Sequence[int]):
+    self.source = source
+    self.start, self.stop = start, stop
+    self.num_batches, self.batch_size = num_batches, batch_size
+    self.pad_shape = tuple(pad_shape)
+
+  def __len__(self) -> int:
+    return self.num_batches
+
+  def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
+    positions = self.start + index * self.batch_size + np.arange(
+        self.batch_size)
+    real = positions < self.stop
+    images = np.zeros((self.batch_size,) + self.pad_shape, np.uint8)
+    labels = np.zeros(self.batch_size, np.int32)
+    if real.any():
+      batch = self.source.get_batch(positions[real])
+      if batch['image'].shape[1:] != self.pad_shape:
+        images = np.zeros((self.batch_size,) + batch['image'].shape[1:],
+                          batch['image'].dtype)
+      images[real] = batch['image']
+      labels[real] = batch['label']
+    return {'image': images, 'label': labels,
+            'mask': real.astype(np.float32)}
+
+
+class EvalIterable:
+  """A finite, re-iterable pass over this process's share of the eval split.
+
+  Each `iter()` starts a new pass of `len(self)` batches of
+  {'image': float32 (B, S, S, C), 'label': int32 (B,), 'mask': float32 (B,)}.
+  """
+
+  def __init__(self, dataset: grain.MapDataset, num_batches: int,
+               num_examples: int, share: range, batch_size: int):
+    self._dataset = dataset
+    self.num_batches = num_batches
+    self.num_examples = num_examples  # the whole split, all processes
+    self.share = share                # this process's example indices
+    self.batch_size = batch_size
+
+  def __len__(self) -> int:
+    return self.num_batches
+
+  def __iter__(self) -> Iterator[Dict[str, np.ndarray]]:
+    return iter(self._dataset.to_iter_dataset(grain.ReadOptions(
+        num_threads=_READ_THREADS, prefetch_buffer_size=_PREFETCH_BATCHES)))
+
+
+def create_eval_iterator(config, *, batch_size: int, process_index: int = 0,
+                         process_count: int = 1) -> EvalIterable:
+  """Every eval example exactly once across processes, padded and masked.
+
+  `batch_size` is per process. Process p reads the contiguous examples
+  [p * ceil(N / P), min(N, (p + 1) * ceil(N / P))); all processes yield
+  ceil(ceil(N / P) / batch_size) batches; padding images are zeros with
+  label 0 and mask 0.0, so sum(mask) over all processes equals N.
+  """
+  _check_process(process_index, process_count)
+  if batch_size <= 0:
+    raise ValueError(f'eval batch_size {batch_size} must be positive')
+  spec, image_size = _spec_and_size(config)
+  source = load_source(spec, spec.eval_split, config.get('data_dir', ''))
+  total = len(source)
+  share_size = math.ceil(total / process_count)
+  start = min(total, process_index * share_size)
+  stop = min(total, start + share_size)
+  num_batches = math.ceil(share_size / batch_size)
+  batches = PaddedEvalBatches(
+      source, start, stop, num_batches, batch_size,
+      pad_shape=(spec.image_size, spec.image_size, spec.channels))
+  transform = EvalTransform(image_size=image_size, mean=tuple(spec.mean),
+                            std=tuple(spec.std))
+  dataset = grain.MapDataset.source(batches).map(transform)
+  return EvalIterable(dataset, num_batches, total, range(start, stop),
+                      batch_size)

@@ -1,0 +1,43 @@
+"""Trains a model described by a config file.
+
+  python train.py --config configs/quickstart.py --workdir runs/quickstart
+  python train.py --config configs/hga_resnet50.py --workdir runs/hga \
+      --config.batch_size=128 --config.learning_rate=0.3
+
+Resumes from the latest checkpoint in --workdir; SIGTERM saves one and exits.
+"""
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app, logging  # noqa: E402
+
+from flax_attn import cli  # noqa: E402
+
+cli.define_flags()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  config = cli.FLAGS.config
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+
+  def body():
+    import jax  # pylint: disable=g-import-not-at-top
+    if cli.FLAGS.multihost:
+      jax.distributed.initialize()
+    cli.enable_compilation_cache(config)
+    from flax_attn import train  # pylint: disable=g-import-not-at-top
+    result = train.train_and_evaluate(config, cli.FLAGS.workdir)
+    if result and jax.process_index() == 0:
+      print('final: ' + ' '.join(f'{k}={v:.4f}' if isinstance(v, float)
+                                 else f'{k}={v}' for k, v in result.items()))
+    return 0
+
+  sys.exit(cli.run_main(body))
+
+
+if __name__ == '__main__':
+  app.run(main)
