@@ -24,6 +24,31 @@ def define_flags() -> None:
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def parse_flags(argv):
+  """absl's flag parsing, with config errors as one line and exit code 2.
+
+  A mistyped `--config.field` is caught here: the config is locked, and
+  ml_collections raises while applying the override.
+  """
+  try:
+    remaining = FLAGS(argv)
+    FLAGS.config.get('model')  # a config file that failed to load raises here
+    return remaining
+  except OSError as e:
+    message = 'cannot load the --config file: ' + str(e).split(
+        'Attempted', 1)[-1]
+  except flags.Error as e:
+    message = str(e)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    message = str(e.args[0]) if e.args else str(e)
+    message = message.replace("\\'", "'").replace('\\n', '\n').strip('\'"')
+    if 'Did you mean' in message:
+      field, _, hint = message.partition('\n')
+      message = f'unknown config field {field.strip(chr(39) + chr(34) + " ")}; {hint.strip()}'
+  print(f'error: {" ".join(message.split())}', file=sys.stderr)
+  sys.exit(2)
+
+
 def enable_compilation_cache(config) -> None:
   """JAX's persistent compilation cache (config.compilation_cache_dir;
   'none' disables it)."""

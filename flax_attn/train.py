@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import struct
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -262,7 +263,8 @@ def check_checkpoint_fits(manager: ocp.CheckpointManager, step: int,
                           state: TrainState, model_name: str) -> None:
   """Compares the stored tree with the model's before restoring anything."""
   try:
-    meta = manager.item_metadata(step)['state']
+    meta = ocp.StandardCheckpointHandler().metadata(
+        epath.Path(manager.directory) / str(step) / 'state')
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointError(f'checkpoint step {step} in {manager.directory} is '
                           f'unreadable: {type(e).__name__}: {e}'.splitlines()[0])
@@ -277,9 +279,10 @@ def check_checkpoint_fits(manager: ocp.CheckpointManager, step: int,
           ' use another --workdir or the matching --config.model')
 
 
-def create_checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
+def create_checkpoint_manager(workdir: str, config, create: bool = True
+                              ) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=config.get('keep_checkpoints', 3), create=True)
+      max_to_keep=config.get('keep_checkpoints', 3), create=create)
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options,
       item_names=('state', 'data', 'config'))
@@ -587,8 +590,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Restores the latest (or given) checkpoint of `workdir`, evaluates the
   whole eval split and writes `workdir/eval.json`."""
   b = _build(config, workdir)
-  manager = create_checkpoint_manager(workdir, config)
-  steps = manager.all_steps()
+  manager = create_checkpoint_manager(workdir, config, create=False)
+  steps = manager.all_steps() if os.path.isdir(manager.directory) else []
   if not steps:
     raise CheckpointError(f'no checkpoint in {manager.directory}; train first '
                           f'with: python train.py --config ... --workdir '

@@ -259,6 +259,14 @@ class ShuffledBatches:
     return self.source.get_batch(self.example_rows(step))
 
 
+def _ensure_absl_flags_parsed():
+  """grain's worker processes read absl flags (--grain_*); outside an
+  absl app (a notebook, a test) nothing parsed them, so take the defaults."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
 def train_dataset(config, *, seed: int, process_index: int = 0,
                   process_count: int = 1) -> grain.IterDataset:
   """The grain IterDataset behind `create_train_iterator`."""
@@ -281,6 +289,7 @@ def train_dataset(config, *, seed: int, process_index: int = 0,
       num_threads=_READ_THREADS, prefetch_buffer_size=_PREFETCH_BATCHES))
   num_workers = int(config.get('num_workers', 0) or 0)
   if num_workers > 0:
+    _ensure_absl_flags_parsed()
     dataset = dataset.mp_prefetch(
         grain.MultiprocessingOptions(num_workers=num_workers))
   return dataset

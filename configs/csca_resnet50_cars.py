@@ -1,0 +1,21 @@
+"""CSCA-ResNet50 on Stanford Cars (Du & Ma, seed 004, Table 1).
+
+  python train.py --config configs/csca_resnet50_cars.py --workdir DIR
+
+Table 1's other columns: `configs/csca_resnet50_cars.py:ca_resnet50`
+(resnet50, fcn_resnet50, ca_resnet50, sa_resnet50, csca_resnet50). Recipe,
+augmentation and `pretrained_path` as configs/csca_resnet50_cub.py.
+
+The tfds download link of cars196 is dead upstream: place the archives in
+<data_dir>/downloads/manual first (`python -m flax_attn.data list`).
+"""
+from configs import csca_resnet50_cub
+
+
+def get_config(model: str = 'csca_resnet50'):
+  config = csca_resnet50_cub.get_config(model)
+  # torchvision's ImageNet ResNet-50 as an orbax checkpoint (see
+  # configs/csca_resnet50_cub.py); '' trains from scratch.
+  config.pretrained_path = ''
+  config.dataset = 'cars196'
+  return config

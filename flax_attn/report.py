@@ -1,0 +1,160 @@
+"""Parameters and FLOPs of named models, beside the papers' published figures.
+
+  python -m flax_attn.report hga_resnet50 resnet50 [--image-size 224]
+      [--num-classes 1000]
+
+Parameters are counted from `jax.eval_shape` of `model.init` (nothing is
+computed). FLOPs come from XLA's cost analysis of the compiled inference
+forward pass for one image (`jax.jit(apply).lower(...).compile()
+.cost_analysis()['flops']`). XLA counts a multiply-add as 2 flops, while the
+papers' "FLOPs" count multiply-adds, so the table prints GMACs = flops / 2
+next to the published GFLOPs. XLA also counts element-wise work (BatchNorm,
+activations, attention gates), a few percent of a ResNet's total.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flax_attn.models import create_model
+
+
+@dataclasses.dataclass(frozen=True)
+class Published:
+  """A figure a paper (or timm) reports for a model of this name."""
+  source: str
+  params_m: Optional[float] = None   # millions of parameters
+  gflops: Optional[float] = None     # G multiply-adds, as the papers count
+  setting: str = '224x224, 1000 classes'
+
+
+_HGA = 'HGA Table 2'
+_MGAN_T2 = 'MGAN Table 2'
+_MGAN_SETTING = 'setting not stated (ImageNet-size counts)'
+
+# Figures listed in shared/SPEC.md, from the papers' tables and timm.
+PUBLISHED: Dict[str, List[Published]] = {
+    'resnet18': [Published('timm', 11.69),
+                 Published(_MGAN_T2, 11.69, setting=_MGAN_SETTING)],
+    'resnet34': [Published('timm', 21.80)],
+    'resnet50': [Published(_HGA, 25.55, 4.11), Published('timm', 25.56)],
+    'resnet101': [Published(_HGA, 44.54, 7.83)],
+    'resnet152': [Published(_HGA, 60.19, 11.55)],
+    'resnext50_32x4d': [Published(_HGA, 25.02, 4.25),
+                        Published('timm', 25.03)],
+    'resnext101_32x4d': [Published(_HGA, 44.17, 8.01)],
+    'hga_resnet50': [Published(_HGA, 26.73, 4.38)],
+    'hga_resnet101': [Published(_HGA, 47.07, 8.23)],
+    'hga_resnet152': [Published(_HGA, 63.92, 12.13)],
+    'hga_resnext50_32x4d': [Published(_HGA, 26.21, 4.53)],
+    'hga_resnext101_32x4d': [Published(_HGA, 46.70, 8.71)],
+    'seresnet50': [Published('timm', 28.09)],
+    'wide_resnet50_2': [Published('timm', 68.88)],
+    'skresnet18': [Published('timm', 11.96)],
+    'res2net50_26w_4s': [Published('timm', 25.70),
+                         Published('MGAN Table 3 ("Res2Net50")', 25.56,
+                                   setting=_MGAN_SETTING)],
+    'res2net18': [Published('MGAN Table 5', 23.2, setting=_MGAN_SETTING)],
+    'mgan_resnet18': [Published(_MGAN_T2, 11.70, setting=_MGAN_SETTING)],
+    'mgan_res2net50': [Published('MGAN Table 3', 28.6,
+                                 setting=_MGAN_SETTING)],
+}
+
+
+def _abstract_init(model, image_size: int):
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  variables = jax.eval_shape(
+      lambda x: model.init(jax.random.key(0), x, train=False), images)
+  return variables, images
+
+
+def count_params(model, image_size: int) -> int:
+  """Trainable parameters (no BatchNorm statistics), without computing."""
+  variables, _ = _abstract_init(model, image_size)
+  return int(sum(np.prod(leaf.shape) for leaf in
+                 jax.tree_util.tree_leaves(variables['params'])))
+
+
+def count_flops(model, image_size: int) -> float:
+  """XLA's flop count of one image's inference forward pass (MAC = 2)."""
+  variables, images = _abstract_init(model, image_size)
+  forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  cost = forward.lower(variables, images).compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per program
+    cost = cost[0]
+  return float(cost['flops'])
+
+
+def measure(name: str, image_size: int = 224, num_classes: int = 1000,
+            flops: bool = True) -> Dict[str, Any]:
+  """One table row: params, GMACs and the published figures of `name`."""
+  model = create_model(name, num_classes=num_classes)
+  row = {'model': name, 'params': count_params(model, image_size),
+         'gmacs': None, 'published': PUBLISHED.get(name, [])}
+  if flops:
+    row['gmacs'] = count_flops(model, image_size) / 2e9
+  return row
+
+
+def _published_text(entries: Sequence[Published], field: str) -> str:
+  values = [f'{getattr(p, field):g}' for p in entries
+            if getattr(p, field) is not None]
+  return ' / '.join(values) if values else '-'
+
+
+def format_table(rows: Sequence[Dict[str, Any]], image_size: int,
+                 num_classes: int) -> str:
+  """A fixed-width table with a footnote on units and sources."""
+  header = ('model', 'params (M)', 'GMACs', 'paper params (M)',
+            'paper GFLOPs', 'source')
+  lines = []
+  for row in rows:
+    gmacs = '-' if row['gmacs'] is None else f'{row["gmacs"]:.3f}'
+    lines.append((row['model'], f'{row["params"] / 1e6:.3f}', gmacs,
+                  _published_text(row['published'], 'params_m'),
+                  _published_text(row['published'], 'gflops'),
+                  ' / '.join(p.source for p in row['published']) or '-'))
+  widths = [max(len(r[i]) for r in [header] + lines)
+            for i in range(len(header))]
+  fmt = lambda r: '  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+  out = [fmt(header), fmt(tuple('-' * w for w in widths))]
+  out += [fmt(r) for r in lines]
+  settings = sorted({f'{p.source}: {p.setting}' for row in rows
+                     for p in row['published']})
+  out.append('')
+  out.append(f'measured at {image_size}x{image_size}, {num_classes} classes, '
+             'batch 1, inference. GMACs = XLA flops / 2 (XLA counts a '
+             "multiply-add as 2 flops; the papers' FLOPs are multiply-adds).")
+  out.extend(f'published: {s}' for s in settings)
+  return '\n'.join(out)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='python -m flax_attn.report',
+      description='Parameters and FLOPs of named models beside published '
+                  'figures.')
+  parser.add_argument('models', nargs='+', metavar='MODEL',
+                      help='names from flax_attn.list_models()')
+  parser.add_argument('--image-size', type=int, default=224)
+  parser.add_argument('--num-classes', type=int, default=1000)
+  parser.add_argument('--no-flops', action='store_true',
+                      help='skip compiling (parameters only)')
+  args = parser.parse_args(argv)
+  if args.image_size < 1 or args.num_classes < 1:
+    parser.error(f'--image-size and --num-classes must be positive, got '
+                 f'{args.image_size} and {args.num_classes}')
+  rows = [measure(name, args.image_size, args.num_classes,
+                  flops=not args.no_flops) for name in args.models]
+  print(format_table(rows, args.image_size, args.num_classes))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
