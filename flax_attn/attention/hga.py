@@ -72,7 +72,7 @@ def adaptive_avg_pool(x: jnp.ndarray, bins: int) -> jnp.ndarray:
 
 def hierarchical_average_pool(x: jnp.ndarray, bins: Sequence[int]
                               ) -> jnp.ndarray:
-  """HAP, Eq. 3: every bin grid pooled, flattened, concatenated: (N, sum b^2 C)."""
+  """HAP, Eq. 3: bin grids pooled, flattened, concatenated: (N, sum b^2 C)."""
   n = x.shape[0]
   return jnp.concatenate(
       [adaptive_avg_pool(x, b).reshape(n, -1) for b in bins], axis=-1)

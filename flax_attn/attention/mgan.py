@@ -90,7 +90,7 @@ class MultiGrainChannelAttention(nn.Module):
 
 
 class MultiGrainedFeatures(nn.Module):
-  """Alg. 3 steps 1-8: F_cat = concat_i MCA(MSA(I, K_i)), len(K) * C channels."""
+  """Alg. 3 steps 1-8: F_cat = concat_i MCA(MSA(I, K_i)), len(K) C channels."""
   kernel_sizes: Sequence[int] = (3, 5, 7)
   reduction: float = 16
   spatial_kernel_size: int = 1
