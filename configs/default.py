@@ -30,7 +30,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.rotation = 0.0    # max degrees of random rotation; 0 = off
   config.augment.color_jitter = 0.0  # brightness/contrast/saturation strength
   config.num_workers = 0          # grain worker processes (0 = in-process)
-  config.shuffle_buffer_seed = 0  # kept separate from `seed` on purpose
 
   # Schedule and batch.
   config.batch_size = 128         # global, split across all devices

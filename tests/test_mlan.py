@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flax_attn import create_model, extract_features, list_models
+from flax_attn import create_model, list_models
 from flax_attn.attention import get_attention
 from flax_attn.models.layers import make_conv
 from flax_attn.models.mlan import FUSIONS, MLAN, Fusion
-from helpers import model_param_count, param_count, randomize_batch_stats
+from helpers import model_param_count, param_count
 
 # --------------------------------------------------------------------------
 # numpy references
@@ -157,13 +157,34 @@ def np_mlan(images, variables, sizes, strides, fusion, aggregation,
       head['bias'])
 
 
-def perturb(tree, key, scale=0.2):
-  """Adds noise to every parameter (so zero-initialised biases count)."""
-  leaves, treedef = jax.tree_util.tree_flatten(tree)
-  keys = jax.random.split(key, len(leaves))
-  return jax.tree_util.tree_unflatten(treedef, [
-      leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype)
-      for leaf, k in zip(leaves, keys)])
+def normal(shape, seed=0):
+  return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def random_variables(module, *inputs, seed=0, **kwargs):
+  """Variables of `module` filled with numpy random values.
+
+  Shapes come from `jax.eval_shape(module.init)`: compiling a random
+  initialiser costs tens of seconds on CPU, and random values (non-zero
+  biases, BN statistics far from 0 / 1) make the references stricter.
+  """
+  abstract = jax.eval_shape(
+      lambda: module.init(jax.random.key(0), *inputs, **kwargs))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = str(path[-1])
+    if 'var' in name:
+      value = rng.uniform(0.5, 1.5, leaf.shape)
+    elif 'scale' in name:
+      value = rng.uniform(0.5, 1.5, leaf.shape)
+    elif len(leaf.shape) >= 2:
+      value = rng.normal(0, 1 / np.sqrt(np.prod(leaf.shape[:-1])), leaf.shape)
+    else:
+      value = rng.normal(0, 0.3, leaf.shape)
+    return jnp.asarray(value, leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
 # --------------------------------------------------------------------------
@@ -181,18 +202,17 @@ class MaskAttentionTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_matches_equations(self):
-    x = jax.random.normal(jax.random.key(0), (2, 6, 5, 4))
-    for name, reference in MASKS.items():
-      for num_masks in (1, 3):
-        module = get_attention(name, dict(num_masks=num_masks))()
-        params = perturb(module.init(jax.random.key(1), x)['params'],
-                         jax.random.key(2))
-        out = self.variant(lambda p, v: module.apply({'params': p}, v))(
-            params, x)
-        chex.assert_shape(out, x.shape)
-        chex.assert_trees_all_close(
-            np.asarray(out), reference(np.asarray(x), params, num_masks),
-            atol=1e-5, rtol=1e-5)
+    x = normal((2, 6, 5, 4))
+    for name, num_masks in (('sma', 1), ('sma', 3), ('sma_v2', 3),
+                            ('fma', 2)):
+      module = get_attention(name, dict(num_masks=num_masks))()
+      params = random_variables(module, x)['params']
+      out = self.variant(lambda p, v: module.apply({'params': p}, v))(
+          params, x)
+      chex.assert_shape(out, x.shape)
+      chex.assert_trees_all_close(
+          np.asarray(out), MASKS[name](np.asarray(x), params, num_masks),
+          atol=1e-5, rtol=1e-5)
 
   def test_parameter_counts(self):
     x = jnp.zeros((1, 4, 4, 6))
@@ -204,11 +224,11 @@ class MaskAttentionTest(chex.TestCase):
                       'fma': n * (9 * c * c + c)}
 
   def test_bf16_compute_keeps_fp32_params(self):
-    x = jax.random.normal(jax.random.key(0), (2, 5, 5, 8))
+    x = normal((2, 5, 5, 8))
     for name in MASKS:
       module = get_attention(name)
-      params = module().init(jax.random.key(1), x)['params']
-      out32 = module().apply({'params': params}, x)
+      params = random_variables(module(), x)['params']
+      out32 = jax.jit(module().apply)({'params': params}, x)
       out16 = jax.jit(module(dtype=jnp.bfloat16).apply)(
           {'params': params}, x.astype(jnp.bfloat16))
       assert out16.dtype == jnp.bfloat16
@@ -234,12 +254,10 @@ class MaskAttentionTest(chex.TestCase):
 
 @pytest.mark.parametrize('kind', FUSIONS)
 def test_fusion_matches_equations(kind):
-  keys = jax.random.split(jax.random.key(3), 4)
-  x_o, x_a, x_r = (jax.random.normal(k, (2, 4, 4, 5)) for k in keys[:3])
+  x_o, x_a, x_r = (normal((2, 4, 4, 5), seed) for seed in range(3))
   module = Fusion(kind, make_conv(jnp.float32))
-  variables = module.init(keys[3], x_o, x_a, x_r)
-  params = perturb(variables.get('params', {}), keys[3])
-  out = module.apply({'params': params}, x_o, x_a, x_r)
+  params = random_variables(module, x_o, x_a, x_r).get('params', {})
+  out = jax.jit(module.apply)({'params': params}, x_o, x_a, x_r)
   chex.assert_shape(out, x_o.shape)
   expected = np_fusion(kind, params, *map(np.asarray, (x_o, x_a, x_r)))
   np.testing.assert_allclose(out, expected, atol=1e-4, rtol=1e-4)
@@ -260,26 +278,29 @@ def test_network_matches_reference(fusion, aggregation, multi_level):
                stage_strides=strides, stem_width=4,
                attn=get_attention('sma'), fusion=fusion,
                aggregation=aggregation, multi_level=multi_level)
-  images = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-  variables = model.init(jax.random.key(1), images)
-  variables = randomize_batch_stats(
-      {**variables, 'params': perturb(variables['params'],
-                                      jax.random.key(2), 0.1)},
-      jax.random.key(3))
-  logits, features = jax.jit(
-      lambda v, x: model.apply(v, x, return_features=True))(variables, images)
+  images = normal((2, 8, 8, 3))
+  variables = random_variables(model, images)
+  (logits, features), state = jax.jit(lambda v, x: model.apply(
+      v, x, return_features=True, mutable=['intermediates']))(variables,
+                                                              images)
   expected = np_mlan(np.asarray(images), variables, sizes, strides, fusion,
                      aggregation, multi_level)
   np.testing.assert_allclose(logits, expected, atol=2e-4, rtol=2e-4)
   assert {'stem', 'stage1', 'stage2', 'pre_logits'} <= set(features)
   chex.assert_shape(features['stage2'], (2, 4, 4, 8))
+  # Attention maps are sown: layer masks, and BA's only with multi_level.
+  maps = state['intermediates']
+  chex.assert_shape(maps['stage2_block1']['layer_attn2']['mask'][0],
+                    (2, 4, 4, 1))
+  assert ('stage2_block_aggregation' in maps) == multi_level
 
 
 def test_bf16_network_and_train_mode():
-  model = create_model('mlan_resnet14', 10, width=4, dtype='bfloat16')
-  reference = create_model('mlan_resnet14', 10, width=4)
-  images = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-  variables = reference.init(jax.random.key(1), images)
+  tiny = dict(stage_sizes=(2, 2), stage_widths=(4, 8))
+  model = create_model('mlan_resnet14', 10, width=4, dtype='bfloat16', **tiny)
+  reference = create_model('mlan_resnet14', 10, width=4, **tiny)
+  images = normal((2, 8, 8, 3))
+  variables = random_variables(reference, images)
   assert all(p.dtype == jnp.float32
              for p in jax.tree_util.tree_leaves(variables))
   out32 = jax.jit(reference.apply)(variables, images)
@@ -294,15 +315,6 @@ def test_bf16_network_and_train_mode():
   assert not np.allclose(
       state['batch_stats']['bn_stem']['mean'],
       variables['batch_stats']['bn_stem']['mean'])
-
-
-def test_attention_maps_are_recorded():
-  model = create_model('mlan_resnet14', 10, width=4)
-  images = jnp.ones((1, 8, 8, 3))
-  variables = model.init(jax.random.key(0), images)
-  out = extract_features(model, variables, images)
-  chex.assert_shape(out['stage2_block1/layer_attn1/mask'], (1, 4, 4, 1))
-  chex.assert_shape(out['stage3_block_aggregation/attn/mask'], (1, 2, 2, 1))
 
 
 def test_attention_per_level_is_selectable():
@@ -326,8 +338,8 @@ def test_bad_values_fail_with_one_line():
                         (dict(attn=None), 'needs an attention'),
                         (dict(stage_attn='se'), 'no per-stage attention')):
     with pytest.raises(ValueError, match=words) as info:
-      create_model('mlan_resnet14', 10, **kwargs).init(
-          jax.random.key(0), images)
+      jax.eval_shape(create_model('mlan_resnet14', 10, **kwargs).init,
+                     jax.random.key(0), images)
     assert '\n' not in str(info.value)
   with pytest.raises(ValueError, match='6n\\+2'):
     from flax_attn.models.zoo.mlan import mlan_cifar

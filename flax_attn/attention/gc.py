@@ -4,13 +4,13 @@ Cao, Xu, Lin, Wei, Hu, "GCNet: Non-local Networks Meet Squeeze-Excitation
 Networks and Beyond", ICCV Workshops 2019 (arXiv:1904.11492).
 
   z_i = x_i + W_v2 ReLU(LN(W_v1 sum_j alpha_j x_j)),
-  alpha_j = exp(W_k x_j) / sum_m exp(W_k x_m)                       (Eq. 4)
+  alpha_j = exp(W_k x_j) / sum_m exp(W_k x_m)            (the GC block, Sec. 4)
 
 (a) context modelling: a 1x1 conv C -> 1 (W_k) and a softmax over the H W
 positions weight a global attention pooling of x; (b) transform: a bottleneck
-1x1 conv C -> C/r, LayerNorm, ReLU, 1x1 conv C/r -> C (r = 16, Sec. 4.2);
-(c) fusion: broadcast addition (default) or, as the paper's ablation
-(Table 2e, "scale"), a sigmoid gate multiplying x.
+1x1 conv C -> C/r, LayerNorm, ReLU, 1x1 conv C/r -> C (r = 16);
+(c) fusion: broadcast addition (default) or, as in the paper's fusion
+ablation ("scale"), a sigmoid gate multiplying x.
 
 Reading, from the authors' code (mmcv `ContextBlock`): every 1x1 conv has a
 bias (W_k's bias does not change the softmax but is counted as a
@@ -20,8 +20,8 @@ transform is zero-initialised, so with 'add' fusion the block starts as the
 identity.
 
 Placement: after the last norm of a residual block, before the residual
-addition ("after 1x1", Table 2c). The authors apply it to every block of
-stages c3-c5 (res3-res5; mmdetection's `r16_gcb_c3-c5` configs,
+addition (the ablation's "after 1x1" position). The authors apply it to
+every block of stages c3-c5 (res3-res5; mmdetection's `r16_gcb_c3-c5` configs,
 `stages=(False, True, True, True)`); the named model `gc_resnet50` does that.
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ Wang, Girshick, Gupta, He, "Non-local Neural Networks", CVPR 2018.
 
 theta, phi, g are 1x1 convs C -> C/2 and W_z a 1x1 conv C/2 -> C (Sec. 3.3,
 "bottleneck"), followed by BatchNorm whose scale is initialised to zero, so
-the block starts as the identity (Sec. 4.1).
+the block starts as the identity (Sec. 4, implementation details).
 
 Reading, from the authors' released code (facebookresearch/video-nonlocal-net,
 `nonlocal_helper.py` with the default config): the 1x1 convs have biases and

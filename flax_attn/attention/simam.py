@@ -7,18 +7,20 @@ Every neuron t of a channel gets the minimal energy of Eq. (5)
 
   e_t^* = 4 (sigma^2 + lambda) / ((t - mu)^2 + 2 sigma^2 + 2 lambda),
 
-and the module scales the features by the inverse energy (Eq. 6, Sec. 3.2):
+and the module scales the features by the inverse energy (Sec. 3.2):
 
-  X~ = sigmoid(1 / E) * X,   1 / e_t^* = (t - mu)^2 / (4 (sigma^2 + lambda)) + 1/2
+  X~ = sigmoid(1 / E) * X,
+  1 / e_t^* = (t - mu)^2 / (4 (sigma^2 + lambda)) + 1/2
 
 where mu and sigma^2 are the mean and variance of the channel over its H x W
 positions. Reading: as in the authors' code, sigma^2 = sum (t - mu)^2 / n
 with n = H W - 1 (the paper's M - 1); for a 1 x 1 map n is taken as 1 so the
 module stays finite (the official code divides by zero there).
 
-lambda = 1e-4 is the paper's default (its CIFAR search, Sec. 5.1); the
-authors' released ImageNet runs use 0.1 (`--attention_param 0.1` in their
-README), which the named ImageNet models `simam_resnetN` adopt.
+lambda = 1e-4 is the default (the value of the authors' CIFAR checkpoints,
+`param0.0001`); the authors' released ImageNet runs use 0.1
+(`--attention_param 0.1` in their README), which the named ImageNet models
+`simam_resnetN` adopt.
 
 Placement: the contract's slot (after the block's last norm) when used as
 `attn='simam'` on any backbone. The authors put it right after the block's

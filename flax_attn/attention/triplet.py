@@ -4,11 +4,11 @@ Misra, Nalamada, Arasanipalai, Hou, "Rotate to Attend: Convolutional Triplet
 Attention Module", WACV 2021.
 
 Three branches, each a spatial gate over a rotated view of the C x H x W
-tensor (Sec. 3.3, Fig. 3):
+tensor (Sec. 3, Fig. 3):
 
   Z-pool(t) = [MaxPool_0(t); AvgPool_0(t)]                          (Eq. 1)
   branch_i  = rot^-1( rot(x) * sigmoid(BN(conv_kxk(Z-pool(rot(x))))) )
-  y = 1/3 (branch_cw + branch_hc + branch_hw)                       (Eq. 2)
+  y = 1/3 (branch_cw + branch_hc + branch_hw)        (the branches' average)
 
 where the pooled ("channel") axis is H for the C-W branch, W for the H-C
 branch and C for the plain spatial H-W branch. k = 7; the conv maps 2 -> 1

@@ -198,8 +198,8 @@ def per_process_batch_size(batch_size: int, process_count: int) -> int:
 
 
 def _derived_seeds(seed: int, process_index: int, count: int):
-  """Independent 32-bit seeds from (seed, process_index) (SeedSequence
-  hashing: seeds 0 and 1 give unrelated streams, unlike seed + epoch)."""
+  """Independent 32-bit seeds from (seed, process_index); SeedSequence
+  hashes them, so nearby seeds give unrelated streams."""
   entropy = [int(seed) % 2**64, int(process_index)]
   return [int(s) for s in
           np.random.SeedSequence(entropy).generate_state(count, np.uint32)]

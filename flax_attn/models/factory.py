@@ -203,7 +203,7 @@ for _d in (18, 34):
 
 # CIFAR ResNets (He 2016): resnet26 is timm's ImageNet model, so every CIFAR
 # depth is also registered as cifar_resnetN and 26 only under that name.
-_CIFAR_BASIC = (14, 20, 26, 32, 44, 56, 110, 1202)
+_CIFAR_BASIC = (8, 14, 20, 26, 32, 44, 56, 110, 1202)
 for _d in _CIFAR_BASIC:
   _fn = (lambda width=16, shortcut='A', _d=_d:
          cifar_resnet(_d, width=width, shortcut=shortcut))

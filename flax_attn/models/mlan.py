@@ -24,21 +24,28 @@ paper leaves the wiring open, its parameter Tables 4-6, 9, 12, 13 decide):
     the single-level variant (Sec. IV-A2: "layer attention and block
     residual fused") fuse three different things.
   * The first block of every group (Fig. 1's "D block", which down-samples
-    in groups 2 and 3) is a plain residual block; the group's other q - 1
-    "normal blocks" carry layer attention, LA and the block-level fusion, and
-    BA aggregates their q - 1 block attentions (`attend_first_block=True`
-    gives every block attention).
+    in groups 2 and 3; the caption sets it apart from a group's "normal
+    blocks") is a plain residual block; the other q - 1 normal blocks carry
+    layer attention, LA and the block-level fusion, and BA aggregates their
+    q - 1 block attentions (`attend_first_block=True` gives every block
+    attention). The tables grow with q - 1, not q: the FMA totals of Tables
+    4 and 12 fit 108 (q - 1)^2 sum(C^2) + O(q), the 3 C -> C masks of
+    FMA on BA's 2 (q - 1) C channels.
   * `aggregation='project'` (default) takes Eq. 5 and 7 literally: SMA's
     output O_LA = M . X_l keeps all p C channels and is the block attention
     that BA concatenates (so BA sees (q - 1) p C channels); a bias-free 1x1
     convolution maps each aggregated attention back to C channels for its
     fusion. With these two readings the SMA, SMAv2 and FMA totals of Tables
     4, 6, 9 and 12 and the fusion totals of Tables 5 and 13 are all matched
-    within 6% (see tests/test_mlan.py).
+    within 7% (SMA within 2%; see tests/test_mlan.py); SMAv2's totals, which
+    carry almost no attention parameters, need the 4 C^2 per normal block
+    of the two projections.
   * `aggregation='mean'` is SPEC.md's reading: the mask multiplies the mean
-    of the p (or q) attentions, a parameter-free C-channel result. It gives
-    the same structure with fewer parameters (-11% / -13% against Table 4
-    for ResNet26 / ResNet32, which is why it is not the default).
+    of the p (or q) attentions, a parameter-free C-channel result. It is the
+    same structure with fewer parameters: against Table 4 (ResNet14..32)
+    -12% to -17%, or 0% / -8% / -11% / -13% with `attend_first_block=True`
+    (more than 10% below the paper at depths 26 and 32), which is why it is
+    not the default.
   * Residuals: block residual = block input (identity inside a group);
     group residual = the group's input, projected by a 1x1 conv + BN with the
     group's stride when the shape changes (SPEC.md).
@@ -126,8 +133,8 @@ class AttentionAggregation(nn.Module):
     stacked = jnp.concatenate(list(maps), axis=-1)                # Eq. 4 / 6
     attended = self.attn(name='attn')(stacked, train=train)       # Eq. 5 / 7
     if self.aggregation == 'project':
-      return self.conv(self.features, (1, 1), name='project')(attended), \
-          attended
+      projected = self.conv(self.features, (1, 1), name='project')(attended)
+      return projected, attended
     if self.aggregation == 'mean':
       parts = attended.reshape(*attended.shape[:-1], -1, self.features)
       mean = jnp.mean(parts, axis=-2)
