@@ -14,7 +14,8 @@ progression. `create_model(..., head='linear')` gives the GAP + FC variant.
 The two heads have the same parameters and (by linearity) the same logits
 for the same weights, so only the CAM's availability differs.
 The paper starts from torchvision's ImageNet ResNet-50 weights; the configs
-in configs/fine_grained_*.py name the checkpoint (`pretrained_path`).
+configs/csca_resnet50_{cub,dogs,cars}.py name that checkpoint
+(`pretrained_path`).
 """
 from flax_attn.models.factory import imagenet_resnet
 from flax_attn.registry import register_model
