@@ -363,8 +363,10 @@ def test_missing_dataset_fails_in_one_line(tmp_path):
     data.num_examples(config, 'train')
   assert 'ILSVRC2012_img_train.tar' in str(error.value)
   assert 'downloads/manual' in str(error.value)
-  with pytest.raises(NotImplementedError, match="'imagenet' preprocessing"):
+  config.augment.crop_padding = 0  # ImageNet crops are random-resized
+  with pytest.raises(data.DatasetNotFoundError) as error:
     data.create_train_iterator(config, seed=0)
+  assert 'python -m flax_attn.data prepare imagenet2012' in str(error.value)
 
 
 _MOCK_SCRIPT = textwrap.dedent('''

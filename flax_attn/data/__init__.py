@@ -17,22 +17,32 @@
     ...  # + 'mask': f32 (B,), 0.0 on padding; sum(mask) over processes = N
 
 The config fields read: dataset, data_dir ('' = tfds default), image_size
-(0 = native), batch_size (global), num_workers (grain processes, 0 = in
-process), augment.{crop_padding, flip, rotation, color_jitter}.
+(0 = native / the dataset's crop), batch_size (global), num_workers (grain
+processes, 0 = in process), augment.{crop_padding, flip, rotation,
+color_jitter, hue}; for variable-size datasets also (all optional)
+augment.crop ('random_resized' | 'random' | 'center'; '' = the dataset's
+default), augment.crop_scale ((0.08, 1.0)), augment.crop_ratio
+((3/4, 4/3)), augment.crop_fraction (0.875: eval crop 224 of 256).
 
-Datasets: cifar10, cifar100 (tfds, array_record files prepared once with
-`tfds build NAME --file_format=array_record`); digits (ships with the
-package, for a quick start); imagenet2012, mini_imagenet,
-caltech_birds2011, stanford_dogs, cars196 (specs only, their preprocessing
-is another issue). Under `tfds.testing.mock_data(num_examples=N)` the tfds
-datasets read N random examples per split through the same code path.
+Datasets (`python -m flax_attn.data list` shows which are prepared):
+cifar10, cifar100 (32x32); digits (ships with the package, for a quick
+start); imagenet2012 (224 random-resized crops); mini_imagenet,
+mini_imagenet_shuffled (84x84, the project's tfds builder,
+mini_imagenet.py); caltech_birds2011, stanford_dogs, cars196 (fine-grained;
+cars196 from manual files, cars196.py). Each is written once as
+array_record files by `python -m flax_attn.data prepare NAME` (prepare.py).
+Under `tfds.testing.mock_data(num_examples=N)` the tfds datasets read N
+random examples per split through the same code path (importing this
+package registers the mini_imagenet builder with tfds, so it mocks too).
 """
 from flax_attn.data.specs import (DATASETS, DatasetSpec,  # noqa: F401
                                   get_dataset_spec, list_datasets,
                                   register_dataset)
 from flax_attn.data import digits  # noqa: F401  (registers 'digits')
+from flax_attn.data import mini_imagenet  # noqa: F401  (tfds builder)
 from flax_attn.data.pipeline import (ArraySource,  # noqa: F401
-                                     PaddedEvalBatches, ShuffledBatches,
+                                     PaddedEvalBatches, PaddedEvalExamples,
+                                     ShuffledBatches, ShuffledExamples,
                                      DatasetNotFoundError, EvalIterable,
                                      TfdsSource, create_eval_iterator,
                                      create_train_iterator, load_source,

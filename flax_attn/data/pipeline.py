@@ -19,6 +19,17 @@ batches). Batches run across epoch boundaries; steps per epoch is
 examples, are grain's elements because grain's per-element shuffle and
 bookkeeping cost ~150 us an example, more than the augmentation.)
 
+Variable-size datasets (spec.preprocessing 'imagenet': ImageNet, the
+fine-grained sets) use the same batches of source rows, but the elements
+hold the still-encoded images with each example's (epoch, index), and
+`VariableSizeTrainTransform` decodes, crops and augments them one by one
+(each from its own generator, seeded by (seed, epoch, index)) before
+stacking; with num_workers > 0 all of that runs in grain's worker
+processes, a whole batch per worker. Images are read from tfds with
+decoding skipped (`tfds.decode.SkipDecoding`) and decoded with pillow to
+RGB (grey and CMYK JPEGs included); under `tfds.testing.mock_data` the
+mock's arrays are taken as they come.
+
 Evaluation (`create_eval_iterator`) splits the eval split into
 `process_count` contiguous shares of ceil(N / process_count) examples (the
 last share may be shorter), pads every share with masked zero examples to
@@ -37,13 +48,18 @@ from typing import Any, Dict, Iterator, Optional, Sequence
 import grain
 import numpy as np
 
-from flax_attn.data.specs import DatasetSpec, get_dataset_spec
-from flax_attn.data.transforms import EvalTransform, TrainTransform
+from flax_attn.data.specs import TRAIN_CROPS, DatasetSpec, get_dataset_spec
+from flax_attn.data.transforms import (EvalTransform, TrainTransform,
+                                       VariableSizeEvalTransform,
+                                       VariableSizeTrainTransform)
 
 # In-process prefetch: threads that build whole batches ahead of the trainer,
 # and how many batches they may hold (memory: batches x batch bytes).
 _READ_THREADS = 2
 _PREFETCH_BATCHES = 4
+# Inside each grain worker of a variable-size pipeline: the workers give the
+# parallelism, and a 224 batch of 256 is 154 MB of float32.
+_WORKER_READ_OPTIONS = dict(num_threads=1, prefetch_buffer_size=2)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -57,29 +73,42 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 class ArraySource:
-  """Random access over in-memory arrays: {'image': uint8 HWC, 'label'}."""
+  """Random access over in-memory data: {'image': uint8 HWC, 'label'}.
 
-  def __init__(self, images: np.ndarray, labels: np.ndarray):
+  `images` is a uint8 (N, H, W, C) array, or a sequence of images (arrays
+  of different sizes, or encoded bytes) for variable-size datasets.
+  """
+
+  def __init__(self, images, labels: np.ndarray):
     if len(images) != len(labels):
       raise ValueError(f'{len(images)} images but {len(labels)} labels')
-    self.images = np.asarray(images)
+    self.images = images
     self.labels = np.asarray(labels, np.int32)
 
   def __len__(self) -> int:
     return len(self.labels)
 
-  def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
+  def __getitem__(self, index: int) -> Dict[str, Any]:
     return {'image': self.images[index], 'label': self.labels[index]}
 
   def get_batch(self, rows: np.ndarray) -> Dict[str, np.ndarray]:
-    return {'image': self.images[rows], 'label': self.labels[rows]}
+    if isinstance(self.images, np.ndarray):
+      return {'image': self.images[rows], 'label': self.labels[rows]}
+    return {'image': np.stack([np.asarray(self.images[int(r)]) for r in rows]),
+            'label': self.labels[rows]}
+
+  def get_examples(self, rows: np.ndarray) -> Dict[str, Any]:
+    """Images as a list (variable sizes, possibly encoded), labels."""
+    return {'image': [self.images[int(row)] for row in rows],
+            'label': self.labels[rows]}
 
   def __repr__(self) -> str:
     return f'ArraySource(num_examples={len(self)})'
 
 
 class TfdsSource:
-  """A `tfds.data_source` split reduced to {'image': uint8 HWC, 'label'}."""
+  """A `tfds.data_source` split reduced to {'image', 'label'}: 'image' is
+  uint8 HWC, or the encoded bytes where the source skips decoding."""
 
   def __init__(self, source: Sequence[Dict[str, Any]], name: str):
     self.source = source
@@ -88,19 +117,26 @@ class TfdsSource:
   def __len__(self) -> int:
     return len(self.source)
 
-  def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
+  def __getitem__(self, index: int) -> Dict[str, Any]:
     try:
       example = self.source[index]
     except ImportError as e:  # tfds decodes PNG/JPEG with pillow or opencv
       raise ImportError(f'reading {self.name} images needs pillow or opencv '
                         f'to decode them: pip install pillow ({e})'
                         .replace('\n', ' ')) from e
-    return {'image': np.asarray(example['image']),
-            'label': np.int32(example['label'])}
+    image = example['image']
+    if not isinstance(image, bytes):
+      image = np.asarray(image)
+    return {'image': image, 'label': np.int32(example['label'])}
 
   def get_batch(self, rows: np.ndarray) -> Dict[str, np.ndarray]:
     examples = [self[int(row)] for row in rows]
     return {'image': np.stack([e['image'] for e in examples]),
+            'label': np.array([e['label'] for e in examples], np.int32)}
+
+  def get_examples(self, rows: np.ndarray) -> Dict[str, Any]:
+    examples = [self[int(row)] for row in rows]
+    return {'image': [e['image'] for e in examples],
             'label': np.array([e['label'] for e in examples], np.int32)}
 
   def __repr__(self) -> str:
@@ -116,9 +152,14 @@ def _missing_message(spec: DatasetSpec, data_dir: Optional[str],
   """One line: which dataset, where it was looked for, how to prepare it."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from tensorflow_datasets.core import constants  # pylint: disable=g-import-not-at-top
+  from flax_attn.data import prepare  # pylint: disable=g-import-not-at-top
   where = data_dir or constants.DATA_DIR
-  build = (f'tfds build {spec.tfds_name} --file_format=array_record '
-           f'--data_dir={where}')
+  command = f'python -m flax_attn.data prepare {spec.name} --data_dir={where}'
+  if prepare.tfds_can_build(spec):
+    command += (f'` (= `tfds build {spec.tfds_name} '
+                f'--file_format=array_record --data_dir={where}`)')
+  else:
+    command += '`'
   head = f'dataset {spec.name!r} (tfds {spec.tfds_name!r}) '
   try:
     builder = tfds.builder(spec.tfds_name, data_dir=where)
@@ -130,25 +171,37 @@ def _missing_message(spec: DatasetSpec, data_dir: Optional[str],
   if builder.is_prepared():
     return _one_line(
         f'{head}in data_dir {where!r} could not be read as array_record '
-        f'files ({error}); training reads array_record only: rebuild with '
-        f'`{build}`')
+        f'files ({error}); training reads array_record only: delete '
+        f'{builder.data_dir} and prepare it again with `{command}')
   manual = ''
-  if spec.manual_download or builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
-    manual = (f' after placing the files tfds asks for in '
-              f'{os.path.join(where, "downloads", "manual")} '
-              f'({(builder.MANUAL_DOWNLOAD_INSTRUCTIONS or "").strip()}'
-              f'{"; " + spec.prepare_hint if spec.prepare_hint else ""})')
+  layout = prepare.manual_layout(spec)
+  if layout:
+    manual = (f' --manual_dir DIR (default '
+              f'{os.path.join(where, "downloads", "manual")}), DIR holding '
+              f'{layout}')
   elif spec.prepare_hint:
     manual = f' ({spec.prepare_hint})'
   return _one_line(
       f'{head}not found in data_dir {where!r} (looked for {builder.data_dir}):'
-      f' prepare it once with `{build}`{manual}; preparing may need '
+      f' prepare it once with `{command}{manual}; preparing may need '
       f'TensorFlow (pip install tensorflow pillow), training never does')
 
 
+def _is_mocked(source) -> bool:
+  """True for the random data of `tfds.testing.mock_data`."""
+  from unittest import mock  # pylint: disable=g-import-not-at-top
+  return isinstance(getattr(source, 'data_source', None), mock.Mock)
+
+
 def load_source(spec: DatasetSpec, split: str,
-                data_dir: Optional[str] = None):
-  """A random-access source of {'image': uint8 (H, W, C), 'label': int32}."""
+                data_dir: Optional[str] = None, encoded: bool = False):
+  """A random-access source of {'image': uint8 (H, W, C), 'label': int32}.
+
+  encoded=True: tfds image features are not decoded ('image' holds the
+  JPEG / PNG bytes, decoded later by `transforms.decode_rgb`), so variable-
+  size pipelines decode in their workers and skip extra image features
+  (CUB's segmentation masks) altogether. Mocked tfds data comes decoded.
+  """
   if spec.source == 'memory':
     images, labels = spec.loader(split)
     return ArraySource(images, labels)
@@ -158,6 +211,14 @@ def load_source(spec: DatasetSpec, split: str,
                               data_dir=data_dir or None, download=False)
   except Exception as e:  # pylint: disable=broad-except
     raise DatasetNotFoundError(_missing_message(spec, data_dir, e)) from e
+  if encoded and not _is_mocked(source):
+    features = source.dataset_info.features
+    skip = {key: tfds.decode.SkipDecoding() for key, feature in
+            features.items() if isinstance(feature, tfds.features.Image)}
+    if skip:
+      source = tfds.data_source(spec.tfds_name, split=split,
+                                data_dir=data_dir or None, download=False,
+                                decoders=skip)
   return TfdsSource(source, spec.name)
 
 
@@ -174,14 +235,31 @@ def _augment(config, field: str, default):
 
 def _spec_and_size(config):
   spec = get_dataset_spec(config.dataset)
-  if spec.preprocessing != 'small':
-    raise NotImplementedError(
-        f'dataset {spec.name!r} needs {spec.preprocessing!r} preprocessing '
-        '(variable-size images, random-resized crops), not implemented yet; '
-        'implemented: small (fixed-size images such as cifar10, cifar100, '
-        'digits)')
   image_size = int(config.get('image_size', 0) or spec.image_size)
   return spec, image_size
+
+
+def _check_augment(config, spec: DatasetSpec) -> None:
+  """Options of one preprocessing family set for the other fail."""
+  crop = _augment(config, 'crop', '')
+  padding = int(_augment(config, 'crop_padding', 0))
+  if spec.preprocessing == 'imagenet' and padding > 0:
+    raise ValueError(
+        f'config.augment.crop_padding={padding} pads fixed-size images; '
+        f'dataset {spec.name!r} has variable-size images cropped by '
+        f'config.augment.crop ({", ".join(TRAIN_CROPS)}; default '
+        f'{spec.train_crop}): set config.augment.crop_padding=0')
+  if spec.preprocessing == 'small' and crop:
+    raise ValueError(
+        f'config.augment.crop={crop!r} crops variable-size images; dataset '
+        f'{spec.name!r} has fixed-size images (config.augment.crop_padding '
+        'gives its random crops): set config.augment.crop=\'\'')
+  if crop and crop not in TRAIN_CROPS:
+    raise ValueError(f'config.augment.crop={crop!r} is not valid; valid: '
+                     + ', '.join(TRAIN_CROPS))
+  hue = float(_augment(config, 'hue', 0.0))
+  if not 0.0 <= hue <= 0.5:
+    raise ValueError(f'config.augment.hue={hue} not in [0, 0.5]')
 
 
 def _check_process(process_index: int, process_count: int):
@@ -245,6 +323,10 @@ class ShuffledBatches:
 
   def example_rows(self, step: int) -> np.ndarray:
     """The source rows of batch `step`, in order."""
+    return self.epochs_and_rows(step)[1]
+
+  def epochs_and_rows(self, step: int):
+    """(epochs, source rows) of the examples of batch `step`, in order."""
     size = len(self.rows)
     positions = step * self.batch_size + np.arange(self.batch_size)
     epochs, offsets = np.divmod(positions, size)
@@ -253,10 +335,23 @@ class ShuffledBatches:
       here = epochs == epoch
       order[here] = epoch_permutation(self.seed, int(epoch), size)[
           offsets[here]]
-    return self.rows[order]
+    return epochs, self.rows[order]
 
   def __getitem__(self, step: int) -> Dict[str, np.ndarray]:
     return self.source.get_batch(self.example_rows(step))
+
+
+class ShuffledExamples(ShuffledBatches):
+  """ShuffledBatches for variable-size images: batch `step` is
+  {'image': list of (encoded) images, 'label', 'epoch', 'index'}, where
+  'index' is each example's source row."""
+
+  def __getitem__(self, step: int) -> Dict[str, Any]:
+    epochs, rows = self.epochs_and_rows(step)
+    batch = self.source.get_examples(rows)
+    batch['epoch'] = epochs
+    batch['index'] = rows
+    return batch
 
 
 def _ensure_absl_flags_parsed():
@@ -272,22 +367,48 @@ def train_dataset(config, *, seed: int, process_index: int = 0,
   """The grain IterDataset behind `create_train_iterator`."""
   _check_process(process_index, process_count)
   spec, image_size = _spec_and_size(config)
+  _check_augment(config, spec)
   batch_size = per_process_batch_size(config.batch_size, process_count)
-  source = load_source(spec, spec.train_split, config.get('data_dir', ''))
+  variable_size = spec.preprocessing == 'imagenet'
+  source = load_source(spec, spec.train_split, config.get('data_dir', ''),
+                       encoded=variable_size)
   shuffle_seed, augment_seed = _derived_seeds(seed, process_index, 2)
-  transform = TrainTransform(
-      image_size=image_size, mean=tuple(spec.mean), std=tuple(spec.std),
-      crop_padding=int(_augment(config, 'crop_padding', 0)),
-      flip=bool(_augment(config, 'flip', False)),
-      rotation=float(_augment(config, 'rotation', 0.0)),
-      color_jitter=float(_augment(config, 'color_jitter', 0.0)))
   share = np.arange(process_index, len(source), process_count)
-  batches = ShuffledBatches(source, share, batch_size, shuffle_seed)
-  dataset = grain.MapDataset.source(batches)
-  dataset = dataset.random_map(transform, seed=augment_seed)
-  dataset = dataset.to_iter_dataset(grain.ReadOptions(
-      num_threads=_READ_THREADS, prefetch_buffer_size=_PREFETCH_BATCHES))
+  flip = bool(_augment(config, 'flip', False))
+  rotation = float(_augment(config, 'rotation', 0.0))
+  jitter = float(_augment(config, 'color_jitter', 0.0))
+  hue = float(_augment(config, 'hue', 0.0))
+  if variable_size:
+    # Seeded by `seed` alone: an example's augmentation in an epoch does not
+    # depend on the process layout.
+    transform = VariableSizeTrainTransform(
+        image_size=image_size, mean=tuple(spec.mean), std=tuple(spec.std),
+        seed=_derived_seeds(seed, 0, 3)[2],
+        crop=str(_augment(config, 'crop', '') or spec.train_crop),
+        scale=tuple(float(v) for v in _augment(config, 'crop_scale',
+                                               (0.08, 1.0))),
+        ratio=tuple(float(v) for v in _augment(config, 'crop_ratio',
+                                               (3 / 4, 4 / 3))),
+        crop_fraction=float(_augment(config, 'crop_fraction',
+                                     spec.crop_fraction)),
+        flip=flip, rotation=rotation, color_jitter=jitter, hue=hue)
+    batches = ShuffledExamples(source, share, batch_size, shuffle_seed)
+    dataset = grain.MapDataset.source(batches).map(transform)
+  else:
+    transform = TrainTransform(
+        image_size=image_size, mean=tuple(spec.mean), std=tuple(spec.std),
+        crop_padding=int(_augment(config, 'crop_padding', 0)),
+        flip=flip, rotation=rotation, color_jitter=jitter, hue=hue)
+    batches = ShuffledBatches(source, share, batch_size, shuffle_seed)
+    dataset = grain.MapDataset.source(batches)
+    dataset = dataset.random_map(transform, seed=augment_seed)
   num_workers = int(config.get('num_workers', 0) or 0)
+  if num_workers > 0 and variable_size:
+    read_options = grain.ReadOptions(**_WORKER_READ_OPTIONS)
+  else:
+    read_options = grain.ReadOptions(num_threads=_READ_THREADS,
+                                     prefetch_buffer_size=_PREFETCH_BATCHES)
+  dataset = dataset.to_iter_dataset(read_options)
   if num_workers > 0:
     _ensure_absl_flags_parsed()
     dataset = dataset.mp_prefetch(
@@ -347,6 +468,25 @@ class PaddedEvalBatches:
             'mask': real.astype(np.float32)}
 
 
+class PaddedEvalExamples(PaddedEvalBatches):
+  """PaddedEvalBatches of variable-size images: 'image' is a list holding
+  each example's (encoded) image, None for padding."""
+
+  def __getitem__(self, index: int) -> Dict[str, Any]:
+    positions = self.start + index * self.batch_size + np.arange(
+        self.batch_size)
+    real = positions < self.stop
+    images = [None] * self.batch_size
+    labels = np.zeros(self.batch_size, np.int32)
+    if real.any():
+      batch = self.source.get_examples(positions[real])
+      for slot, image in zip(np.flatnonzero(real), batch['image']):
+        images[slot] = image
+      labels[real] = batch['label']
+    return {'image': images, 'label': labels,
+            'mask': real.astype(np.float32)}
+
+
 class EvalIterable:
   """A finite, re-iterable pass over this process's share of the eval split.
 
@@ -383,17 +523,27 @@ def create_eval_iterator(config, *, batch_size: int, process_index: int = 0,
   if batch_size <= 0:
     raise ValueError(f'eval batch_size {batch_size} must be positive')
   spec, image_size = _spec_and_size(config)
-  source = load_source(spec, spec.eval_split, config.get('data_dir', ''))
+  variable_size = spec.preprocessing == 'imagenet'
+  source = load_source(spec, spec.eval_split, config.get('data_dir', ''),
+                       encoded=variable_size)
   total = len(source)
   share_size = math.ceil(total / process_count)
   start = min(total, process_index * share_size)
   stop = min(total, start + share_size)
   num_batches = math.ceil(share_size / batch_size)
-  batches = PaddedEvalBatches(
-      source, start, stop, num_batches, batch_size,
-      pad_shape=(spec.image_size, spec.image_size, spec.channels))
-  transform = EvalTransform(image_size=image_size, mean=tuple(spec.mean),
-                            std=tuple(spec.std))
+  if variable_size:
+    batches = PaddedEvalExamples(source, start, stop, num_batches,
+                                 batch_size, pad_shape=())
+    transform = VariableSizeEvalTransform(
+        image_size=image_size, mean=tuple(spec.mean), std=tuple(spec.std),
+        crop_fraction=float(_augment(config, 'crop_fraction',
+                                     spec.crop_fraction)))
+  else:
+    batches = PaddedEvalBatches(
+        source, start, stop, num_batches, batch_size,
+        pad_shape=(spec.image_size, spec.image_size, spec.channels))
+    transform = EvalTransform(image_size=image_size, mean=tuple(spec.mean),
+                              std=tuple(spec.std))
   dataset = grain.MapDataset.source(batches).map(transform)
   return EvalIterable(dataset, num_batches, total, range(start, stop),
                       batch_size)

@@ -2,15 +2,21 @@
 
 A `DatasetSpec` is data, not code: adding a dataset is one `register_dataset`
 call with its numbers. The pipeline (pipeline.py) reads everything it needs
-from the spec, so ImageNet and the fine-grained sets below already resolve by
-name (for `num_examples`, class counts, messages) although their
-variable-size preprocessing ('imagenet' below) is another issue.
+from the spec; `python -m flax_attn.data prepare NAME` (prepare.py) writes
+the array_record files it reads.
 
 Conventions:
   * `mean` and `std` are per channel on the 0-255 pixel scale of the stored
     uint8 image: `normalised = (pixel - mean) / std`.
   * `image_size` is the native side of the stored images for fixed-size sets
     ('small' preprocessing) and the default crop side otherwise.
+  * 'imagenet' preprocessing (variable-size images): training crops with
+    `train_crop` ('random_resized': Inception / torchvision
+    RandomResizedCrop; 'random': resize the shorter side to
+    floor(size / crop_fraction), random size x size window; 'center': that
+    resize and the central window, i.e. the eval geometry), evaluation
+    resizes the shorter side to floor(size / crop_fraction) and keeps the
+    central size x size window (224 / 256 = 0.875, He et al. 2016).
   * `source='tfds'` reads `tfds.data_source(tfds_name, split=...)`
     (array_record files, no TensorFlow); `source='memory'` calls
     `loader(split)` which returns `(images uint8 (N, H, W, C), labels (N,))`.
@@ -27,10 +33,14 @@ from flax_attn.registry import Registry
 DATASETS = Registry('dataset')
 
 # Preprocessing families. 'small': every stored image already has the
-# native size (CIFAR, digits): optional resize to config.image_size, pad-and-
-# random-crop, flip, rotation, colour jitter. 'imagenet': variable-size
-# images needing random-resized crops (not implemented yet).
+# native size (CIFAR, digits, mini-ImageNet): optional resize to
+# config.image_size, pad-and-random-crop, flip, rotation, colour jitter;
+# whole batches at once. 'imagenet': variable-size images, decoded, cropped
+# and resized one by one (transforms.VariableSizeTrainTransform), then
+# flip, rotation, colour jitter.
 PREPROCESSING = ('small', 'imagenet')
+# Training crops of the 'imagenet' family (see the module docstring).
+TRAIN_CROPS = ('random_resized', 'random', 'center')
 
 _IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -53,6 +63,10 @@ class DatasetSpec:
     tfds_name: tfds builder name (may carry '/config:version'); source='tfds'.
     loader: `loader(split) -> (images, labels)`; source='memory'.
     preprocessing: one of PREPROCESSING.
+    train_crop: default training crop of the 'imagenet' family, one of
+      TRAIN_CROPS (`config.augment.crop` overrides it).
+    crop_fraction: eval (and 'random' / 'center' training) crop side over
+      the resized shorter side ('imagenet' family).
     manual_download: tfds needs files fetched by hand before `tfds build`.
     prepare_hint: extra words for the "dataset not found" message.
     description: one line for `python -m flax_attn.data list`.
@@ -69,6 +83,8 @@ class DatasetSpec:
   tfds_name: str = ''
   loader: Optional[Callable[[str], Tuple[np.ndarray, np.ndarray]]] = None
   preprocessing: str = 'small'
+  train_crop: str = 'random_resized'
+  crop_fraction: float = 0.875
   manual_download: bool = False
   prepare_hint: str = ''
   description: str = ''
@@ -85,6 +101,12 @@ class DatasetSpec:
       raise ValueError(f'dataset {self.name!r}: unknown preprocessing '
                        f'{self.preprocessing!r}; valid: '
                        + ', '.join(PREPROCESSING))
+    if self.train_crop not in TRAIN_CROPS:
+      raise ValueError(f'dataset {self.name!r}: unknown train_crop '
+                       f'{self.train_crop!r}; valid: ' + ', '.join(TRAIN_CROPS))
+    if not 0.0 < self.crop_fraction <= 1.0:
+      raise ValueError(f'dataset {self.name!r}: crop_fraction '
+                       f'{self.crop_fraction} not in (0, 1]')
     if not len(self.mean) == len(self.std) == self.channels:
       raise ValueError(f'dataset {self.name!r}: mean/std need {self.channels}'
                        f' values, got {len(self.mean)}/{len(self.std)}')
@@ -132,8 +154,9 @@ register_dataset(DatasetSpec(
     tfds_name='cifar100',
     description='CIFAR-100, 50,000/10,000 32x32 RGB, 100 fine classes'))
 
-# Datasets of the papers beyond CIFAR: their entries resolve already, their
-# random-resized-crop preprocessing is another issue.
+# Datasets of the papers beyond CIFAR. ImageNet: random-resized crops for
+# training (HGA Sec. 5.1 "random cropping"; the standard Inception crop),
+# resize-256 / centre-224 for evaluation.
 register_dataset(DatasetSpec(
     name='imagenet2012', num_classes=1000, train_split='train',
     eval_split='validation', image_size=224, channels=3,
@@ -141,34 +164,56 @@ register_dataset(DatasetSpec(
     preprocessing='imagenet', manual_download=True,
     description='ILSVRC-2012, 1.28M/50,000 RGB, 1000 classes, 224 crops'))
 
+# mini-ImageNet (Vinyals et al. 2016) is stored at its 84 x 84 by the
+# project's builder (mini_imagenet.py), so it takes the fixed-size pipeline.
+# MGAN trains a 100-class classifier; the standard files only define a
+# few-shot split (disjoint classes), so the builder cuts each class 5:1
+# (mini_imagenet.py says how); the two names pick the cut.
+_MINI_HINT = ('mini-ImageNet is not in tfds: prepare it with `python -m '
+              'flax_attn.data prepare mini_imagenet --manual_dir DIR`, DIR '
+              'holding images/ (or images.zip) and train.csv, val.csv, '
+              'test.csv')
 register_dataset(DatasetSpec(
     name='mini_imagenet', num_classes=100, train_split='train',
     eval_split='test', image_size=84, channels=3,
-    mean=_IMAGENET_MEAN, std=_IMAGENET_STD, tfds_name='mini_imagenet',
-    preprocessing='imagenet', manual_download=True,
-    prepare_hint='mini-ImageNet is not in tfds: it needs the project\'s own '
-    'builder (100 classes x 600 images, 84x84) from manually downloaded files',
-    description='mini-ImageNet, 100 classes x 600 images, 84x84'))
+    mean=_IMAGENET_MEAN, std=_IMAGENET_STD,
+    tfds_name='mini_imagenet/classification', manual_download=True,
+    prepare_hint=_MINI_HINT,
+    description='mini-ImageNet, 100 classes x 600 84x84 images; per class '
+    'the first 500 file names (sorted) train, the last 100 test'))
 
+register_dataset(DatasetSpec(
+    name='mini_imagenet_shuffled', num_classes=100, train_split='train',
+    eval_split='test', image_size=84, channels=3,
+    mean=_IMAGENET_MEAN, std=_IMAGENET_STD,
+    tfds_name='mini_imagenet/classification_shuffled', manual_download=True,
+    prepare_hint=_MINI_HINT,
+    description='mini-ImageNet, 100 classes x 600 84x84 images; per class a '
+    'seeded random 500 train / 100 test'))
+
+# Fine-grained sets (Du & Ma, Sec. 2.2): ColorJitter, flip and rotation are
+# the paper's whole augmentation, so the default training geometry is the
+# eval one (resize, central crop); `config.augment.crop` changes it.
 register_dataset(DatasetSpec(
     name='caltech_birds2011', num_classes=200, train_split='train',
     eval_split='test', image_size=224, channels=3,
     mean=_IMAGENET_MEAN, std=_IMAGENET_STD, tfds_name='caltech_birds2011',
-    preprocessing='imagenet',
+    preprocessing='imagenet', train_crop='center',
     description='CUB-200-2011, 5,994/5,794 RGB, 200 bird species'))
 
 register_dataset(DatasetSpec(
     name='stanford_dogs', num_classes=120, train_split='train',
     eval_split='test', image_size=224, channels=3,
     mean=_IMAGENET_MEAN, std=_IMAGENET_STD, tfds_name='stanford_dogs',
-    preprocessing='imagenet',
+    preprocessing='imagenet', train_crop='center',
     description='Stanford Dogs, 12,000/8,580 RGB, 120 breeds'))
 
 register_dataset(DatasetSpec(
     name='cars196', num_classes=196, train_split='train', eval_split='test',
     image_size=224, channels=3,
     mean=_IMAGENET_MEAN, std=_IMAGENET_STD, tfds_name='cars196',
-    preprocessing='imagenet', manual_download=True,
-    prepare_hint='the upstream download link is dead: place the Stanford Cars '
-    'archives in <data_dir>/downloads/manual',
+    preprocessing='imagenet', train_crop='center', manual_download=True,
+    prepare_hint='the upstream download link is dead: prepare it with '
+    '`python -m flax_attn.data prepare cars196 --manual_dir DIR` '
+    '(cars196.py lists the files DIR needs)',
     description='Stanford Cars, 8,144/8,041 RGB, 196 models'))

@@ -1,4 +1,4 @@
-"""Image transforms on whole batches, in plain numpy (no TensorFlow, no JAX).
+"""Image transforms in plain numpy and pillow (no TensorFlow, no JAX).
 
 The CIFAR recipe of the papers (He et al. 2016, Sec. 4.2; MLAN Sec. IV;
 HGA; SPEC.md): pad 4 pixels on each side, take a random 32x32 crop, flip
@@ -25,15 +25,43 @@ batch is a pure function of (seed, step) whatever the number of workers,
 and crop/flip/normalise are vectorised (per-example grain generators cost
 more than the augmentation itself).
 
+Variable-size images (the 'imagenet' family: ImageNet, CUB-200-2011,
+Stanford Dogs, Stanford Cars) are decoded, cropped and resized one by one
+with pillow, as torchvision's PIL path does, then stacked:
+  * random-resized crop (Szegedy et al. 2015, Sec. 6; torchvision
+    `RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3))`): up to 10
+    draws of an area fraction uniform in `scale` and a log-uniform aspect
+    ratio in `ratio`; the first whose rounded w x h fits gives a window at a
+    uniform position; after 10 misses, the central window of the image
+    clamped to the ratio range. The window is resized to size x size,
+    bilinear with pillow's antialiasing (torchvision on PIL images);
+  * evaluation: the shorter side resized to floor(size / crop_fraction)
+    (256 for 224, torchvision `Resize(256)`: the longer side truncated),
+    then the central size x size window (`CenterCrop`: offset
+    round((side - size) / 2));
+  * rotation of a crop: pillow's bilinear `rotate` about the centre,
+    counter-clockwise, zero fill (the numpy `rotate` below, on uint8, but
+    a pixel whose source point falls outside the image is zero rather
+    than blended with the border);
+  * hue (torchvision's PIL `adjust_hue`): the HSV hue channel, as uint8,
+    shifted by uint8(factor * 255) modulo 256, factor uniform in
+    [-hue, hue], after brightness, contrast and saturation.
+Each example draws from its own generator, seeded from (seed, epoch, source
+index): its augmentation does not depend on the batch it falls in, the
+batch size, the process layout or the number of workers.
+
 Arrays are NHWC batches: images (N, H, W, C).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Sequence, Tuple
+import io
+import math
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import grain
 import numpy as np
+from PIL import Image
 
 # ITU-R 601 luma weights, as torchvision's `rgb_to_grayscale`.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -153,6 +181,21 @@ def adjust_saturation(image: np.ndarray, factor: float) -> np.ndarray:
   return _blend(image, grayscale(image), factor)
 
 
+def adjust_hue(image: np.ndarray, factor: float) -> np.ndarray:
+  """One RGB image with its HSV hue turned by `factor` of a full turn
+  (|factor| <= 0.5), as torchvision's PIL `adjust_hue`: the image is
+  rounded to uint8 first. Returns float32; grey images are unchanged."""
+  if not -0.5 <= factor <= 0.5:
+    raise ValueError(f'hue factor {factor} not in [-0.5, 0.5]')
+  if image.shape[-1] != 3:
+    return image.astype(np.float32)
+  rgb = np.clip(np.round(image), 0, 255).astype(np.uint8)
+  hsv = np.array(Image.fromarray(rgb, 'RGB').convert('HSV'))
+  # numpy's uint8 wraps modulo 256, as torchvision's in-place addition.
+  hsv[..., 0] += np.array(factor * 255).astype(np.uint8)
+  return np.asarray(Image.fromarray(hsv, 'HSV').convert('RGB'), np.float32)
+
+
 def color_jitter(image: np.ndarray, brightness: float, contrast: float,
                  saturation: float) -> np.ndarray:
   image = adjust_brightness(image, brightness)
@@ -181,9 +224,9 @@ class TrainTransform(grain.transforms.RandomMap):
   {'image': normalised float32 (N, S, S, C), 'label': int32 (N,)}.
 
   Order: resize to `image_size` (if needed), pad-and-random-crop, random
-  flip, random rotation, colour jitter, normalise. Random draws, in this
-  order and only for the steps switched on: offsets (2, N), flips (N,),
-  angles (N,), jitter factors (N, 3).
+  flip, random rotation, colour jitter, hue, normalise. Random draws, in
+  this order and only for the steps switched on: offsets (2, N), flips
+  (N,), angles (N,), jitter factors (N, 3), hue factors (N,).
   """
   image_size: int
   mean: Tuple[float, ...]
@@ -192,6 +235,7 @@ class TrainTransform(grain.transforms.RandomMap):
   flip: bool = False
   rotation: float = 0.0
   color_jitter: float = 0.0
+  hue: float = 0.0
 
   def random_map(self, batch: Dict[str, Any],
                  rng: np.random.Generator) -> Dict[str, np.ndarray]:
@@ -213,6 +257,9 @@ class TrainTransform(grain.transforms.RandomMap):
       factors = rng.uniform(low, 1.0 + self.color_jitter, size=(count, 3))
       images = np.stack([color_jitter(im.astype(np.float32), *f)
                          for im, f in zip(images, factors)])
+    if self.hue > 0:
+      shifts = rng.uniform(-self.hue, self.hue, size=count)
+      images = np.stack([adjust_hue(im, h) for im, h in zip(images, shifts)])
     return {'image': normalize(images, self.mean, self.std),
             'label': np.asarray(batch['label'], np.int32)}
 
@@ -237,3 +284,219 @@ class EvalTransform(grain.transforms.Map):
                               np.float32(0))
       out['mask'] = mask
     return out
+
+
+# ------------------------------------------------- variable-size images
+
+
+def decode_rgb(image: Any) -> np.ndarray:
+  """Encoded bytes (JPEG, PNG) or an array -> uint8 (H, W, 3).
+
+  Grey images are repeated to three channels; RGBA loses its alpha; CMYK
+  (a few ImageNet JPEGs) is converted by pillow.
+  """
+  if isinstance(image, (bytes, bytearray, memoryview, np.bytes_)):
+    with Image.open(io.BytesIO(bytes(image))) as decoded:
+      return np.asarray(decoded.convert('RGB'))
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.shape[-1] == 1:
+    image = np.repeat(image, 3, axis=-1)
+  elif image.shape[-1] == 4:
+    image = image[..., :3]
+  if image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(f'cannot read an image of shape {image.shape} as RGB')
+  return image.astype(np.uint8, copy=False)
+
+
+def random_resized_crop_box(height: int, width: int,
+                            rng: np.random.Generator,
+                            scale: Tuple[float, float] = (0.08, 1.0),
+                            ratio: Tuple[float, float] = (3 / 4, 4 / 3),
+                            attempts: int = 10) -> Tuple[int, int, int, int]:
+  """(top, left, crop_height, crop_width) of torchvision's
+  `RandomResizedCrop.get_params`, drawn from `rng`.
+
+  Draws per attempt: area fraction, log aspect ratio; on success two more
+  (top, then left). The box always lies inside the image.
+  """
+  area = height * width
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(attempts):
+    target_area = area * rng.uniform(scale[0], scale[1])
+    aspect = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+    crop_width = int(round(math.sqrt(target_area * aspect)))
+    crop_height = int(round(math.sqrt(target_area / aspect)))
+    if 0 < crop_width <= width and 0 < crop_height <= height:
+      top = int(rng.integers(0, height - crop_height + 1))
+      left = int(rng.integers(0, width - crop_width + 1))
+      return top, left, crop_height, crop_width
+  # Fallback: the central window, the image's aspect clamped to `ratio`.
+  in_ratio = width / height
+  if in_ratio < min(ratio):
+    crop_width = width
+    crop_height = int(round(crop_width / min(ratio)))
+  elif in_ratio > max(ratio):
+    crop_height = height
+    crop_width = int(round(crop_height * max(ratio)))
+  else:
+    crop_width, crop_height = width, height
+  return ((height - crop_height) // 2, (width - crop_width) // 2,
+          crop_height, crop_width)
+
+
+def resized_crop(image: np.ndarray, box: Tuple[int, int, int, int],
+                 size: int) -> np.ndarray:
+  """The (top, left, height, width) window of a uint8 (H, W, 3) image,
+  resized to (size, size) bilinearly with pillow's antialiasing (crop, then
+  resize: torchvision's `resized_crop` on PIL images). uint8."""
+  top, left, height, width = box
+  window = Image.fromarray(image).crop((left, top, left + width, top + height))
+  if window.size == (size, size):
+    return np.asarray(window)
+  return np.asarray(window.resize((size, size), Image.BILINEAR))
+
+
+def resize_shorter_side(image: np.ndarray, shorter: int) -> np.ndarray:
+  """uint8 (H, W, 3) -> shorter side `shorter`, the longer one
+  int(shorter * long / short) (torchvision `Resize(int)`); bilinear,
+  antialiased."""
+  height, width = image.shape[:2]
+  if height <= width:
+    new_height, new_width = shorter, int(shorter * width / height)
+  else:
+    new_height, new_width = int(shorter * height / width), shorter
+  if (new_height, new_width) == (height, width):
+    return image
+  return np.asarray(Image.fromarray(image).resize((new_width, new_height),
+                                                  Image.BILINEAR))
+
+
+def center_crop_offsets(height: int, width: int,
+                        size: int) -> Tuple[int, int]:
+  """(top, left) of torchvision's `CenterCrop(size)` of an image at least
+  size x size."""
+  if height < size or width < size:
+    raise ValueError(f'cannot centre-crop {size}x{size} out of '
+                     f'{height}x{width}')
+  return int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+
+
+def resize_and_center_crop(image: np.ndarray, size: int,
+                           crop_fraction: float = 0.875) -> np.ndarray:
+  """Evaluation geometry: shorter side floor(size / crop_fraction), then the
+  central size x size window. uint8."""
+  resized = resize_shorter_side(image, int(math.floor(size / crop_fraction)))
+  top, left = center_crop_offsets(resized.shape[0], resized.shape[1], size)
+  return resized[top:top + size, left:left + size]
+
+
+def rotate_uint8(image: np.ndarray, degrees: float) -> np.ndarray:
+  """Counter-clockwise turn of a uint8 (H, W, 3) picture about its centre,
+  bilinear, zero fill (pillow; `rotate` above on floats)."""
+  if degrees == 0:
+    return image
+  return np.asarray(Image.fromarray(image).rotate(
+      degrees, resample=Image.BILINEAR, fillcolor=(0,) * image.shape[-1]))
+
+
+def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+  """The generator of one example's augmentation (PCG64 via SeedSequence)."""
+  return np.random.default_rng([int(seed), int(epoch), int(index)])
+
+
+@dataclasses.dataclass(frozen=True)
+class VariableSizeTrainTransform(grain.transforms.Map):
+  """A batch of variable-size examples -> a normalised training batch.
+
+  In: {'image': sequence of N encoded bytes or uint8 (H, W, C) arrays,
+  'label': (N,), 'epoch': (N,), 'index': (N,)}. Out: {'image': float32
+  (N, S, S, 3), 'label': int32 (N,)}.
+
+  Per example, drawing from `example_rng(seed, epoch, index)` in this order
+  and only for the steps switched on: decode; crop ('random_resized': the
+  window of `random_resized_crop_box`; 'random': a uniform window (top,
+  left) of the image resized as for evaluation; 'center': the evaluation
+  crop, no draw) to S x S; flip (one draw); rotation (one angle); colour
+  jitter (three factors, as TrainTransform); hue (one factor). Then the
+  batch is normalised.
+  """
+  image_size: int
+  mean: Tuple[float, ...]
+  std: Tuple[float, ...]
+  seed: int
+  crop: str = 'random_resized'
+  scale: Tuple[float, float] = (0.08, 1.0)
+  ratio: Tuple[float, float] = (3 / 4, 4 / 3)
+  crop_fraction: float = 0.875
+  flip: bool = False
+  rotation: float = 0.0
+  color_jitter: float = 0.0
+  hue: float = 0.0
+
+  def crop_example(self, image: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+    size = self.image_size
+    if self.crop == 'random_resized':
+      box = random_resized_crop_box(image.shape[0], image.shape[1], rng,
+                                    self.scale, self.ratio)
+      return resized_crop(image, box, size)
+    if self.crop == 'center':
+      return resize_and_center_crop(image, size, self.crop_fraction)
+    if self.crop == 'random':
+      resized = resize_shorter_side(
+          image, int(math.floor(size / self.crop_fraction)))
+      top = int(rng.integers(0, resized.shape[0] - size + 1))
+      left = int(rng.integers(0, resized.shape[1] - size + 1))
+      return resized[top:top + size, left:left + size]
+    raise ValueError(f'unknown crop {self.crop!r}; valid: random_resized, '
+                     'random, center')
+
+  def augment_example(self, image: Any, epoch: int,
+                      index: int) -> np.ndarray:
+    """One example -> float32 (S, S, 3), before normalisation."""
+    rng = example_rng(self.seed, epoch, index)
+    out = self.crop_example(decode_rgb(image), rng)
+    if self.flip and rng.random() < 0.5:
+      out = out[:, ::-1]
+    if self.rotation > 0:
+      out = rotate_uint8(np.ascontiguousarray(out),
+                         rng.uniform(-self.rotation, self.rotation))
+    out = out.astype(np.float32)
+    if self.color_jitter > 0:
+      low = max(0.0, 1.0 - self.color_jitter)
+      out = color_jitter(out, *rng.uniform(low, 1.0 + self.color_jitter, 3))
+    if self.hue > 0:
+      out = adjust_hue(out, rng.uniform(-self.hue, self.hue))
+    return out
+
+  def map(self, batch: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    images = np.stack([
+        self.augment_example(image, epoch, index) for image, epoch, index
+        in zip(batch['image'], batch['epoch'], batch['index'])])
+    return {'image': normalize(images, self.mean, self.std),
+            'label': np.asarray(batch['label'], np.int32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class VariableSizeEvalTransform(grain.transforms.Map):
+  """{'image': sequence of N encoded images / arrays, None for padding,
+  'label', 'mask'} -> resized, centre-cropped, normalised float32
+  (N, S, S, 3); padding images are zeros."""
+  image_size: int
+  mean: Tuple[float, ...]
+  std: Tuple[float, ...]
+  crop_fraction: float = 0.875
+
+  def map(self, batch: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    size = self.image_size
+    out = np.zeros((len(batch['image']), size, size, 3), np.float32)
+    mask = np.asarray(batch['mask'], np.float32)
+    for i, image in enumerate(batch['image']):
+      if mask[i] > 0:
+        out[i] = normalize(resize_and_center_crop(
+            decode_rgb(image), size, self.crop_fraction), self.mean,
+                           self.std)
+    return {'image': out, 'label': np.asarray(batch['label'], np.int32),
+            'mask': mask}

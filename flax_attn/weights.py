@@ -1,0 +1,470 @@
+"""Pretrained weights: PyTorch ResNet-family state dicts into Flax variables.
+
+  sd = weights.load_state_dict('resnet50.pth')        # or .safetensors
+  variables = weights.from_torch('resnet50', sd)      # create_model's tree
+  variables, report = weights.import_torch('csca_resnet50', sd,
+                                           num_classes=200)
+  print(report.summary())   # backbone loaded, attention + head fresh
+
+Sources: torchvision's and timm's ResNet family, whose architectures the
+models of the same name here reproduce (flax_attn/models/resnet.py):
+resnet18/34/50/101/152, resnext50_32x4d/101_32x8d/..., wide_resnet50_2/101_2,
+res2net50_26w_4s (timm's Bottle2neck: `convs.i`, `bns.i`) and seresnet50
+(timm's SE: `se.fc1`/`se.fc2`, 1x1 convs with bias), and the backbone of any
+attention model built on them (hga_resnet50, csca_resnet50, ...).
+
+The mapping is derived from the model's own variable tree (`jax.eval_shape`
+of `model.init`), not from a list per model, by renaming each module:
+
+  conv_stem, bn_stem                 conv1, bn1
+  stage{i}_block{j}/...              layer{i}.{j}.
+    conv1..3, bn1..3                   conv1..3, bn1..3
+    shortcut/conv, shortcut/bn         downsample.0, downsample.1
+    multiscale/convs_k, bns_k          convs.k, bns.k           (Res2Net)
+    attn/fc1, attn/fc2 (SE only)       se.fc1, se.fc2           (timm)
+  head/fc (GAP + FC)                 fc
+  head/classifier (FCN 1x1 conv)     fc (a linear layer is a 1x1 conv)
+
+and each leaf: conv kernel OIHW -> HWIO, linear weight (out, in) -> (in, out),
+BN weight/bias -> scale/bias, running_mean/var -> batch_stats mean/var
+(`num_batches_tracked` is ignored). Our convs pad symmetrically as PyTorch
+does, so logits agree to float32 rounding.
+
+Anything else in the model (attention modules, stage attention, a head of
+another size) is freshly initialised and listed in the `ImportReport`; a
+checkpoint key or shape that does not fit raises `CheckpointError` naming the
+first offending key. Files are read safely only: safetensors, or
+`torch.load(..., weights_only=True)`, which refuses arbitrary pickled objects.
+PyTorch is imported lazily, only to read .pth files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from flax_attn.errors import CheckpointError
+
+# BatchNorm / conv / dense leaf names: ours -> PyTorch's.
+_LEAF_NAMES = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias',
+               'mean': 'running_mean', 'var': 'running_var'}
+# Keys of a PyTorch state dict that carry no weights.
+_IGNORED_SUFFIXES = ('num_batches_tracked',)
+_BLOCK = re.compile(r'stage(\d+)_block(\d+)')
+_BLOCK_LAYERS = {'conv1', 'conv2', 'conv3', 'bn1', 'bn2', 'bn3'}
+_TORCH_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt', '.tar')
+_SAFETENSORS_SUFFIX = '.safetensors'
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+  """One variable of our model and the PyTorch tensor it comes from."""
+  path: Tuple[str, ...]     # ('params', 'stage1_block0', 'conv1', 'kernel')
+  torch_key: str            # 'layer1.0.conv1.weight'
+  shape: Tuple[int, ...]    # our shape
+  torch_linear: bool        # the PyTorch module is nn.Linear (else a conv/BN)
+  is_head: bool
+
+  @property
+  def name(self) -> str:
+    return '/'.join(self.path)
+
+  @property
+  def torch_shape(self) -> Tuple[int, ...]:
+    """The shape PyTorch stores this variable with."""
+    if self.path[-1] != 'kernel':
+      return self.shape
+    if len(self.shape) == 4:           # conv HWIO; or the FCN 1x1 conv
+      h, w, i, o = self.shape
+      return (o, i) if self.torch_linear else (o, i, h, w)
+    i, o = self.shape                  # Dense (in, out)
+    return (o, i) if self.torch_linear else (o, i, 1, 1)  # SE's 1x1 convs
+
+  def convert(self, value: np.ndarray) -> np.ndarray:
+    """PyTorch layout -> ours."""
+    if self.path[-1] != 'kernel':
+      return value
+    if value.ndim == 4:                # OIHW -> HWIO
+      value = value.transpose(2, 3, 1, 0)
+    else:                              # (out, in) -> (in, out)
+      value = value.T
+    return value.reshape(self.shape)   # SE / FCN: drop or add the 1x1 dims
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportReport:
+  """What an import took from the checkpoint and what it initialised.
+
+  Attributes:
+    model: the model name.
+    loaded: our variable paths filled from the checkpoint
+      ('params/stage1_block0/conv1/kernel', ...).
+    fresh: our variable paths freshly initialised (attention modules, a new
+      head).
+    unused: checkpoint keys not used (the old head when the class count
+      changes; anything else only with `strict=False`).
+  """
+  model: str
+  loaded: Tuple[str, ...]
+  fresh: Tuple[str, ...]
+  unused: Tuple[str, ...]
+
+  def fresh_modules(self) -> List[str]:
+    """The freshly initialised variables grouped by module, in model order."""
+    modules = []
+    for path in self.fresh:
+      parts = path.split('/')[1:-1]   # drop collection and leaf
+      # Group by the block-level module ('stage1_block0/attn').
+      module = '/'.join(parts[:2] if _BLOCK.fullmatch(parts[0]) else parts[:1])
+      if module not in modules:
+        modules.append(module)
+    return modules
+
+  def summary(self) -> str:
+    """One line, e.g. 'hga_resnet50: loaded 320 arrays from the checkpoint,
+    128 freshly initialised (stage1_block0/attn, ...), 0 checkpoint keys
+    unused'."""
+    line = (f'{self.model}: loaded {len(self.loaded)} arrays from the '
+            f'checkpoint, {len(self.fresh)} freshly initialised')
+    modules = self.fresh_modules()
+    if modules:
+      shown = ', '.join(modules[:4]) + (', ...' if len(modules) > 4 else '')
+      line += f' ({len(modules)} modules: {shown})'
+    line += f', {len(self.unused)} checkpoint keys unused'
+    if self.unused:
+      shown = ', '.join(self.unused[:4]) + (', ...' if len(self.unused) > 4
+                                           else '')
+      line += f' ({shown})'
+    return line
+
+
+# ---------------------------------------------------------------------------
+# The mapping, from the module tree
+# ---------------------------------------------------------------------------
+
+
+def _is_squeeze_excite(model) -> bool:
+  """Whether the model's block attention is SE (timm names it `se`)."""
+  from flax_attn.attention.se import SqueezeExcite  # pylint: disable=g-import-not-at-top
+  factory = getattr(model, 'attn', None)
+  cls = getattr(factory, 'func', factory)
+  return isinstance(cls, type) and issubclass(cls, SqueezeExcite)
+
+
+def _torch_module(module_path: Tuple[str, ...], se: bool
+                  ) -> Optional[Tuple[str, bool]]:
+  """(PyTorch module name, is nn.Linear) for one of our modules, or None
+  when the module has no counterpart in a PyTorch ResNet."""
+  if module_path == ('conv_stem',):
+    return 'conv1', False
+  if module_path == ('bn_stem',):
+    return 'bn1', False
+  if module_path in (('head', 'fc'), ('head', 'classifier')):
+    return 'fc', True
+  block = _BLOCK.fullmatch(module_path[0]) if module_path else None
+  if block is None:
+    return None
+  prefix = f'layer{block.group(1)}.{block.group(2)}'
+  rest = module_path[1:]
+  if len(rest) == 1 and rest[0] in _BLOCK_LAYERS:
+    return f'{prefix}.{rest[0]}', False
+  if rest in (('shortcut', 'conv'), ('shortcut', 'bn')):
+    return f'{prefix}.downsample.{0 if rest[1] == "conv" else 1}', False
+  if len(rest) == 2 and rest[0] == 'multiscale':
+    split = re.fullmatch(r'(convs|bns)_(\d+)', rest[1])
+    if split:
+      return f'{prefix}.{split.group(1)}.{split.group(2)}', False
+  if se and rest in (('attn', 'fc1'), ('attn', 'fc2')):
+    return f'{prefix}.se.{rest[1]}', False
+  return None
+
+
+def _plan(model, abstract: Mapping[str, Any]
+          ) -> Tuple[List[_Entry], List[Tuple[str, ...]]]:
+  """Splits the model's variables into those a PyTorch ResNet checkpoint
+  holds (entries, in model order) and the rest (paths)."""
+  se = _is_squeeze_excite(model)
+  flat = traverse_util.flatten_dict(
+      {c: abstract[c] for c in ('params', 'batch_stats') if c in abstract})
+  # Model order: a module's batch statistics right after its parameters.
+  module_rank: Dict[Tuple[str, ...], int] = {}
+  for path in flat:
+    module_rank.setdefault(path[1:-1], len(module_rank))
+  entries, others = [], []
+  for path, leaf in flat.items():
+    target = _torch_module(path[1:-1], se)
+    if target is None or path[-1] not in _LEAF_NAMES:
+      others.append(path)
+      continue
+    module, linear = target
+    entries.append(_Entry(path, f'{module}.{_LEAF_NAMES[path[-1]]}',
+                          tuple(leaf.shape), linear, module == 'fc'))
+  order = {e.path: i for i, e in enumerate(entries)}
+  entries.sort(key=lambda e: (module_rank[e.path[1:-1]], e.path[0] != 'params',
+                              order[e.path]))
+  return entries, others
+
+
+def _abstract_variables(model, image_size: int):
+  return jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)),
+      train=False))
+
+
+def torch_shapes(model_name: str, num_classes: int = 1000,
+                 image_size: int = 224, **model_kwargs
+                 ) -> Dict[str, Tuple[int, ...]]:
+  """The PyTorch state-dict keys and shapes a model's backbone and head take.
+
+  Costs no compute (jax.eval_shape). For `resnet50` these are exactly the
+  keys of torchvision's / timm's `resnet50().state_dict()` less
+  `num_batches_tracked`.
+  """
+  from flax_attn.models import create_model  # pylint: disable=g-import-not-at-top
+  model = create_model(model_name, num_classes=num_classes, **model_kwargs)
+  entries, _ = _plan(model, _abstract_variables(model, image_size))
+  return {e.torch_key: e.torch_shape for e in entries}
+
+
+# ---------------------------------------------------------------------------
+# Import
+# ---------------------------------------------------------------------------
+
+
+def _to_numpy(value) -> np.ndarray:
+  """A torch tensor, jax or numpy array as a float32 numpy array."""
+  if hasattr(value, 'detach'):  # torch.Tensor, without importing torch
+    value = value.detach().cpu()
+    if value.is_floating_point():
+      value = value.float()
+    return value.numpy()
+  return np.asarray(value, dtype=np.float32)
+
+
+def _shape(value) -> Tuple[int, ...]:
+  return tuple(int(d) for d in value.shape)
+
+
+def import_torch(model_name: str, state_dict: Mapping[str, Any],
+                 num_classes: Optional[int] = None, *, seed: int = 0,
+                 strict: bool = True, image_size: int = 224, **model_kwargs
+                 ) -> Tuple[Dict[str, Any], ImportReport]:
+  """Converts a PyTorch ResNet-family state dict to `model_name`'s variables.
+
+  Args:
+    model_name: a registered model name (`flax_attn.list_models()`).
+    state_dict: PyTorch key -> tensor (torch, numpy or jax arrays), e.g. from
+      `load_state_dict(path)` or `torchvision_model.state_dict()`.
+    num_classes: classifier outputs; None keeps the checkpoint's. Another
+      count than the checkpoint's gives a freshly initialised head.
+    seed: PRNG seed of the fresh initialisation.
+    strict: a checkpoint key the model has no place for is an error; with
+      False it is only listed in `report.unused`.
+    image_size: input size used to initialise fresh modules.
+    **model_kwargs: passed on to `create_model` (e.g. `attn_kwargs`).
+
+  Returns:
+    `(variables, report)`: `{'params': ..., 'batch_stats': ...}` that
+    `create_model(model_name, num_classes=...)` applies, and an
+    `ImportReport`.
+
+  Raises:
+    CheckpointError: a missing key, a key of another shape, or (strict) a
+      key the model does not have; the message names the first one.
+    UnknownNameError: `model_name` is not registered.
+  """
+  from flax_attn.models import create_model  # pylint: disable=g-import-not-at-top
+  state_dict = {k: v for k, v in state_dict.items()
+                if not k.endswith(_IGNORED_SUFFIXES)}
+  file_classes = (_shape(state_dict['fc.weight'])[0]
+                  if 'fc.weight' in state_dict else None)
+  if num_classes is None:
+    if file_classes is None:
+      raise CheckpointError('the checkpoint has no classifier (fc.weight); '
+                            'pass num_classes for a new head')
+    num_classes = file_classes
+  model = create_model(model_name, num_classes=num_classes, **model_kwargs)
+  abstract = _abstract_variables(model, image_size)
+  entries, others = _plan(model, abstract)
+  if not any(not e.is_head for e in entries):
+    raise CheckpointError(f'model {model_name!r} has no layer a PyTorch '
+                          'ResNet checkpoint names (conv1, bn1, layerN.M...)')
+  new_head = file_classes != num_classes
+  fresh = list(others)
+  values: Dict[Tuple[str, ...], np.ndarray] = {}
+  for e in entries:
+    if e.is_head and new_head:
+      fresh.append(e.path)
+      continue
+    if e.torch_key not in state_dict:
+      raise CheckpointError(
+          f'the checkpoint has no key {e.torch_key!r} (shape '
+          f'{e.torch_shape}) that model {model_name!r} needs for {e.name}')
+    got = _shape(state_dict[e.torch_key])
+    if got != e.torch_shape:
+      raise CheckpointError(
+          f'checkpoint key {e.torch_key!r} has shape {got}; model '
+          f'{model_name!r} needs {e.torch_shape} for {e.name}')
+    values[e.path] = e.convert(_to_numpy(state_dict[e.torch_key]))
+  used = {e.torch_key for e in entries if e.path in values}
+  unused = [k for k in state_dict if k not in used]
+  if strict:
+    unexpected = [k for k in unused if not (new_head and k.startswith('fc.'))]
+    if unexpected:
+      raise CheckpointError(
+          f'checkpoint key {unexpected[0]!r} (shape '
+          f'{_shape(state_dict[unexpected[0]])}) has no place in model '
+          f'{model_name!r}' + (f' ({len(unexpected)} such keys)'
+                               if len(unexpected) > 1 else ''))
+
+  flat = _fresh_init(model, fresh, seed, image_size) if fresh else {}
+  for path, value in values.items():
+    flat[path] = jnp.asarray(value, dtype=jnp.float32)
+  variables = traverse_util.unflatten_dict(flat)
+  variables.setdefault('params', {})
+  variables.setdefault('batch_stats', {})
+  fresh_set = set(fresh)
+  report = ImportReport(
+      model=model_name,
+      loaded=tuple('/'.join(e.path) for e in entries if e.path in values),
+      fresh=tuple('/'.join(p) for p in traverse_util.flatten_dict(
+          {c: abstract[c] for c in ('params', 'batch_stats') if c in abstract})
+                  if p in fresh_set),
+      unused=tuple(unused))
+  return variables, report
+
+
+def _fresh_init(model, paths, seed: int, image_size: int):
+  """The model's own initial values of `paths` (what `model.init` gives).
+
+  Only those leaves leave the jitted init, so XLA drops the random draws and
+  convolutions of everything that is loaded from the file instead.
+  """
+  wanted = list(paths)
+
+  def init(key):
+    variables = model.init(key, jnp.zeros((1, image_size, image_size, 3)),
+                           train=False)
+    flat = traverse_util.flatten_dict(
+        {c: variables[c] for c in ('params', 'batch_stats') if c in variables})
+    return [flat[p] for p in wanted]
+
+  return dict(zip(wanted, jax.jit(init)(jax.random.key(seed))))
+
+
+def from_torch(model_name: str, state_dict: Mapping[str, Any],
+               num_classes: Optional[int] = None, **kwargs) -> Dict[str, Any]:
+  """`import_torch` without the report: the variables only."""
+  return import_torch(model_name, state_dict, num_classes, **kwargs)[0]
+
+
+def imported_only(variables: Mapping[str, Any], report: ImportReport
+                  ) -> Dict[str, Any]:
+  """The subset of `variables` that came from the checkpoint.
+
+  Saved as a pretrained checkpoint, it lets training initialise everything
+  else (attention, a new head) from its own seed.
+  """
+  loaded = {tuple(p.split('/')) for p in report.loaded}
+  flat = {p: v for p, v in traverse_util.flatten_dict(dict(variables)).items()
+          if p in loaded}
+  out = traverse_util.unflatten_dict(flat) if flat else {}
+  return {'params': out.get('params', {}),
+          'batch_stats': out.get('batch_stats', {})}
+
+
+# ---------------------------------------------------------------------------
+# Reading files, safely
+# ---------------------------------------------------------------------------
+
+
+def load_state_dict(path: str) -> Dict[str, Any]:
+  """Reads a PyTorch state dict without unpickling arbitrary objects.
+
+  `.safetensors` files are read with safetensors (no PyTorch needed);
+  `.pth`/`.pt`/`.bin`/`.ckpt` with `torch.load(weights_only=True)`, which
+  only rebuilds tensors and plain containers. A checkpoint that wraps the
+  weights (`{'state_dict': ...}` or `{'model': ...}`) is unwrapped, and a
+  `module.` prefix (DataParallel) is removed.
+  """
+  if not os.path.isfile(path):
+    raise CheckpointError(f'checkpoint file {path!r} does not exist')
+  if path.endswith(_SAFETENSORS_SUFFIX):
+    state = _read_safetensors(path)
+  elif path.endswith(_TORCH_SUFFIXES):
+    state = _read_torch(path)
+  else:
+    raise CheckpointError(
+        f'unknown checkpoint file type {os.path.basename(path)!r}; valid: '
+        f'{", ".join((_SAFETENSORS_SUFFIX,) + _TORCH_SUFFIXES)}')
+  return _unwrap(state, path)
+
+
+def _read_safetensors(path: str) -> Dict[str, Any]:
+  try:
+    from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise CheckpointError('reading .safetensors needs the safetensors '
+                          'package: pip install safetensors') from None
+  state = {}
+  try:
+    with safe_open(path, framework='numpy') as f:
+      for key in f.keys():
+        try:
+          state[key] = f.get_tensor(key)
+        except TypeError:  # bfloat16 has no numpy dtype; jax has one
+          with safe_open(path, framework='flax') as g:
+            state[key] = g.get_tensor(key)
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f'{path!r} is not a readable safetensors file: '
+                          f'{type(e).__name__}: {e}'.splitlines()[0]) from None
+  return state
+
+
+def _read_torch(path: str) -> Dict[str, Any]:
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise CheckpointError(
+        f'reading {os.path.basename(path)!r} needs PyTorch (pip install '
+        'torch); or give a .safetensors file') from None
+  import pickle  # pylint: disable=g-import-not-at-top
+  try:
+    return torch.load(path, map_location='cpu', weights_only=True)
+  except pickle.UnpicklingError as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+    raise CheckpointError(
+        f'{path!r} holds pickled objects other than tensors; refusing to '
+        f'load it (torch.load weights_only=True: {first})') from None
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f'{path!r} is not a readable PyTorch checkpoint: '
+                          f'{type(e).__name__}: {e}'.splitlines()[0]) from None
+
+
+def _is_array(value) -> bool:
+  return hasattr(value, 'shape') and hasattr(value, 'dtype')
+
+
+def _unwrap(state: Any, path: str) -> Dict[str, Any]:
+  if isinstance(state, Mapping) and not all(map(_is_array, state.values())):
+    for key in ('state_dict', 'model'):
+      if isinstance(state.get(key), Mapping):
+        state = state[key]
+        break
+  if not isinstance(state, Mapping) or not state:
+    raise CheckpointError(f'{path!r} holds no state dict (a mapping of '
+                          f'names to tensors), but {type(state).__name__}')
+  bad = next((k for k, v in state.items() if not _is_array(v)), None)
+  if bad is not None:
+    raise CheckpointError(f'{path!r}: key {bad!r} holds '
+                          f'{type(state[bad]).__name__}, not a tensor')
+  if all(k.startswith('module.') for k in state):
+    state = {k[len('module.'):]: v for k, v in state.items()}
+  return dict(state)
+

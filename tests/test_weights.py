@@ -1,0 +1,320 @@
+"""flax_attn.weights / flax_attn.convert: PyTorch ResNet-family checkpoints.
+
+The references are PyTorch models of the same architectures written in
+tests/torch_resnets.py after torchvision / timm (torchvision is not installed
+here), with random weights and non-trivial BN statistics. Forward equivalence
+runs at 64x64 for the ImageNet-50-sized models; the 101/152-layer models are
+checked by key and shape only (abstract shapes, no compute).
+"""
+import functools
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import traverse_util
+
+import torch_resnets
+from flax_attn import create_model, train, weights
+from flax_attn import convert as convert_lib
+from flax_attn.errors import CheckpointError
+from flax_attn.registry import UnknownNameError
+
+torch.set_num_threads(2)
+IMAGE = 64
+FORWARD_MODELS = ('resnet18', 'resnet50', 'resnext50_32x4d',
+                  'wide_resnet50_2', 'res2net50_26w_4s', 'seresnet50')
+SHAPE_ONLY_MODELS = ('resnet34', 'resnet101', 'resnet152', 'resnext101_32x8d',
+                     'wide_resnet101_2')
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@functools.lru_cache(maxsize=None)
+def torch_reference(name):
+  """(state dict, NHWC images, PyTorch logits) of a randomised model."""
+  model = torch_resnets.randomize(torch_resnets.MODELS[name](), seed=1)
+  images = torch.randn(2, 3, IMAGE, IMAGE,
+                       generator=torch.Generator().manual_seed(2))
+  with torch.no_grad():
+    logits = model(images).numpy()
+  return (model.state_dict(), images.numpy().transpose(0, 2, 3, 1), logits)
+
+
+def assert_logits_close(ours, theirs):
+  # 1e-4 relative to the logits' scale (float32 rounding through 50 layers).
+  scale = float(np.abs(theirs).max())
+  np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-4,
+                             atol=1e-4 * scale)
+
+
+def flat(tree):
+  return traverse_util.flatten_dict(tree, sep='/')
+
+
+@pytest.mark.parametrize('name', FORWARD_MODELS)
+def test_logits_match_pytorch(name):
+  state_dict, images, expected = torch_reference(name)
+  variables, report = weights.import_torch(name, state_dict,
+                                           image_size=IMAGE)
+  # Every array of the model comes from the file, every file key is used.
+  want = {k for k in state_dict if not k.endswith('num_batches_tracked')}
+  assert set(report.unused) == set() and not report.fresh
+  assert len(report.loaded) == len(want)
+  logits = create_model(name).apply(variables, images, train=False)
+  chex.assert_shape(logits, (2, 1000))
+  assert_logits_close(logits, expected)
+
+
+def test_layout_conversion_of_single_arrays():
+  """Conv OIHW -> HWIO, linear (out, in) -> (in, out), BN statistics."""
+  state_dict, _, _ = torch_reference('seresnet50')
+  variables = weights.from_torch('seresnet50', state_dict)
+  p, s = variables['params'], variables['batch_stats']
+  w = state_dict['layer2.0.conv2.weight'].numpy()
+  np.testing.assert_array_equal(p['stage2_block0']['conv2']['kernel'],
+                                w.transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(p['head']['fc']['kernel'],
+                                state_dict['fc.weight'].numpy().T)
+  np.testing.assert_array_equal(
+      p['stage1_block2']['attn']['fc1']['kernel'],
+      state_dict['layer1.2.se.fc1.weight'].numpy()[:, :, 0, 0].T)
+  np.testing.assert_array_equal(
+      p['stage3_block0']['shortcut']['bn']['scale'],
+      state_dict['layer3.0.downsample.1.weight'].numpy())
+  np.testing.assert_array_equal(
+      s['stage4_block2']['bn3']['var'],
+      state_dict['layer4.2.bn3.running_var'].numpy())
+  np.testing.assert_array_equal(
+      s['bn_stem']['mean'], state_dict['bn1.running_mean'].numpy())
+
+
+@pytest.mark.parametrize('name', FORWARD_MODELS + SHAPE_ONLY_MODELS)
+def test_key_and_shape_mapping_covers_the_pytorch_model(name):
+  with torch.device('meta'):  # shapes only, no memory, no compute
+    reference = torch_resnets.MODELS[name]()
+  expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()
+              if not k.endswith('num_batches_tracked')}
+  assert weights.torch_shapes(name) == expected
+
+
+def test_fcn_head_takes_the_linear_classifier():
+  """fcn_resnet50's 1x1 conv head is fc as a conv: same logits."""
+  state_dict, images, expected = torch_reference('resnet50')
+  variables = weights.from_torch('fcn_resnet50', state_dict)
+  chex.assert_shape(variables['params']['head']['classifier']['kernel'],
+                    (1, 1, 2048, 1000))
+  logits = create_model('fcn_resnet50').apply(variables, images, train=False)
+  assert_logits_close(logits, expected)
+
+
+def test_attention_model_loads_backbone_and_initialises_the_rest():
+  state_dict, _, _ = torch_reference('resnet50')
+  variables, report = weights.import_torch(
+      'hga_resnet50', state_dict, num_classes=10, seed=3, image_size=IMAGE)
+  model = create_model('hga_resnet50', num_classes=10)
+  own = model.init(jax.random.key(3), jnp.zeros((1, IMAGE, IMAGE, 3)),
+                   train=False)
+  ours, init = flat(variables), flat({'params': own['params'],
+                                      'batch_stats': own['batch_stats']})
+  assert set(ours) == set(init)
+  backbone = [k for k in init if '/attn/' not in k and '/head/' not in k]
+  attn = [k for k in init if '/attn/' in k]
+  assert attn and set(report.loaded) == set(backbone)
+  assert set(report.fresh) == set(attn) | {'params/head/fc/kernel',
+                                           'params/head/fc/bias'}
+  assert report.unused == ('fc.weight', 'fc.bias')
+  # Fresh = the model's own initialisation; loaded = the file's values.
+  for k in report.fresh:
+    np.testing.assert_array_equal(ours[k], init[k])
+  np.testing.assert_array_equal(
+      ours['params/stage3_block5/conv2/kernel'],
+      state_dict['layer3.5.conv2.weight'].numpy().transpose(2, 3, 1, 0))
+  summary = report.summary()
+  assert '\n' not in summary
+  assert (f'loaded {len(backbone)} arrays' in summary
+          and '17 modules: stage1_block0/attn' in summary), summary
+  # Same class count: the head comes from the file too.
+  _, kept = weights.import_torch('hga_resnet50', state_dict,
+                                 image_size=IMAGE)
+  assert 'params/head/fc/kernel' in kept.loaded and not kept.unused
+
+
+def _tweak(state_dict, **changes):
+  out = dict(state_dict)
+  for key, value in changes.items():
+    key = key.replace('__', '.')
+    if value is None:
+      del out[key]
+    else:
+      out[key] = value
+  return out
+
+
+@pytest.mark.parametrize('changes,message', [
+    (dict(layer2__0__conv1__weight=torch.zeros(128, 64, 1, 1)),
+     "checkpoint key 'layer2.0.conv1.weight' has shape (128, 64, 1, 1); "
+     "model 'resnet18' needs (128, 64, 3, 3) for "
+     "params/stage2_block0/conv1/kernel"),
+    (dict(layer3__1__bn2__running_var=None),
+     "the checkpoint has no key 'layer3.1.bn2.running_var' (shape (256,)) "
+     "that model 'resnet18' needs for batch_stats/stage3_block1/bn2/var"),
+    (dict(layer1__0__se__fc1__weight=torch.zeros(8, 64, 1, 1)),
+     "checkpoint key 'layer1.0.se.fc1.weight' (shape (8, 64, 1, 1)) has no "
+     "place in model 'resnet18'"),
+])
+def test_keys_or_shapes_that_do_not_fit_fail_in_one_line(changes, message):
+  state_dict, _, _ = torch_reference('resnet18')
+  with pytest.raises(CheckpointError) as e:
+    weights.from_torch('resnet18', _tweak(state_dict, **changes))
+  assert str(e.value) == message
+
+
+def test_another_architecture_fails_on_its_first_key():
+  resnet18, _, _ = torch_reference('resnet18')
+  with pytest.raises(CheckpointError, match=r"'layer1\.0\.conv1\.weight' has "
+                     r"shape \(64, 64, 3, 3\); model 'resnet50' needs "
+                     r"\(64, 64, 1, 1\)"):
+    weights.from_torch('resnet50', resnet18)
+
+
+def test_unused_keys_are_reported_when_not_strict():
+  state_dict, _, _ = torch_reference('resnet18')
+  extra = _tweak(state_dict, extra__weight=torch.zeros(3))
+  _, report = weights.import_torch('resnet18', extra, strict=False)
+  assert report.unused == ('extra.weight',)
+
+
+def test_unknown_model_and_missing_head_fail_in_one_line():
+  state_dict, _, _ = torch_reference('resnet18')
+  with pytest.raises(UnknownNameError) as e:
+    weights.from_torch('resnet181', state_dict)
+  assert str(e.value) == ("unknown model 'resnet181'; did you mean "
+                          "'resnet18', 'resnet101', 'resnet110'?")
+  headless = _tweak(state_dict, fc__weight=None, fc__bias=None)
+  with pytest.raises(CheckpointError, match='no classifier'):
+    weights.from_torch('resnet18', headless)
+
+
+class _Payload:
+  """Unpickling this would create a file: the test checks it never does."""
+
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return (open, (self.marker, 'w'))
+
+
+def test_pickle_with_arbitrary_objects_is_refused(tmp_path):
+  marker = str(tmp_path / 'was_unpickled')
+  path = str(tmp_path / 'evil.pth')
+  torch.save({'state_dict': {'conv1.weight': torch.zeros(1)},
+              'payload': _Payload(marker)}, path)
+  with pytest.raises(CheckpointError) as e:
+    weights.load_state_dict(path)
+  assert 'refusing to load it' in str(e.value)
+  assert '\n' not in str(e.value)
+  assert not os.path.exists(marker)
+
+
+def test_files_read_safely(tmp_path):
+  from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
+  state_dict, _, _ = torch_reference('resnet18')
+  expected = weights.from_torch('resnet18', state_dict)
+  # A training checkpoint: wrapped, DataParallel prefix, extra plain values.
+  wrapped = str(tmp_path / 'train.pth')
+  torch.save({'epoch': 3, 'state_dict': {f'module.{k}': v
+                                         for k, v in state_dict.items()}},
+             wrapped)
+  safetensors = str(tmp_path / 'resnet18.safetensors')
+  save_file(dict(state_dict), safetensors)
+  for path in (wrapped, safetensors):
+    chex.assert_trees_all_equal(
+        weights.from_torch('resnet18', weights.load_state_dict(path)),
+        expected)
+  # bfloat16 files (no numpy dtype) are read too.
+  save_file({'w': torch.tensor([1.5, -2.25]).bfloat16()},
+            str(tmp_path / 'bf16.safetensors'))
+  np.testing.assert_array_equal(
+      np.asarray(weights.load_state_dict(
+          str(tmp_path / 'bf16.safetensors'))['w'], np.float32), [1.5, -2.25])
+  for name, message in (('missing.pth', 'does not exist'),
+                        ('weights.npz', 'unknown checkpoint file type')):
+    if name.endswith('npz'):
+      open(tmp_path / name, 'w').close()
+    with pytest.raises(CheckpointError, match=message):
+      weights.load_state_dict(str(tmp_path / name))
+
+
+def _zeros_state(model_name, num_classes):
+  variables = jax.eval_shape(lambda: create_model(
+      model_name, num_classes=num_classes).init(
+          jax.random.key(0), jnp.zeros((1, IMAGE, IMAGE, 3)), train=False))
+  zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                 variables)
+  return train.TrainState(step=jnp.zeros((), jnp.int32),
+                          params=zeros['params'],
+                          batch_stats=zeros['batch_stats'], opt_state=(),
+                          ema_params={})
+
+
+def test_cli_output_is_what_train_load_pretrained_takes(tmp_path, capsys):
+  state_dict, _, _ = torch_reference('resnet18')
+  source = str(tmp_path / 'resnet18.pth')
+  torch.save(state_dict, source)
+  out = str(tmp_path / 'resnet18_flax')
+  assert convert_lib.main(['--model', 'resnet18', source, out]) == 0
+  printed = capsys.readouterr().out
+  assert 'resnet18: loaded 102 arrays' in printed
+  state, line = train.load_pretrained(_zeros_state('resnet18', 1000), out)
+  assert line == f'pretrained {out}: loaded 102 arrays, 0 freshly initialised'
+  chex.assert_trees_all_equal(
+      {'params': state.params, 'batch_stats': state.batch_stats},
+      weights.from_torch('resnet18', state_dict))
+  # An existing output is not overwritten without --force.
+  assert convert_lib.main(['--model', 'resnet18', source, out]) == 2
+  assert 'exists; pass --force' in capsys.readouterr().err
+
+
+def test_cli_attention_model_leaves_attention_to_training(tmp_path, capsys):
+  """Only the file's arrays are written: train initialises attention and
+  the new head itself, and its report says so."""
+  state_dict, _, _ = torch_reference('resnet50')
+  source = str(tmp_path / 'resnet50.safetensors')
+  from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
+  save_file(dict(state_dict), source)
+  out = str(tmp_path / 'csca')
+  assert convert_lib.main(['--model', 'csca_resnet50', source, out,
+                           '--num-classes', '200']) == 0
+  assert 'csca_resnet50: loaded 265 arrays' in capsys.readouterr().out
+  state, line = train.load_pretrained(_zeros_state('csca_resnet50', 200), out)
+  fresh = len(flat(state.params)) + len(flat(state.batch_stats)) - 265
+  assert line.startswith(f'pretrained {out}: loaded 265 arrays, {fresh} '
+                         'freshly initialised'), line
+  np.testing.assert_array_equal(
+      state.params['stage1_block0']['conv1']['kernel'],
+      state_dict['layer1.0.conv1.weight'].numpy().transpose(2, 3, 1, 0))
+  assert not np.any(state.params['stage1_block0']['attn']['spatial']['conv']
+                    ['kernel'])
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+  missing = str(tmp_path / 'x.safetensors')
+  run = subprocess.run(
+      [sys.executable, '-m', 'flax_attn.convert', '--model', 'resnet5',
+       missing, str(tmp_path / 'out')],
+      capture_output=True, text=True, cwd=REPO, timeout=120,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert run.returncode == 2
+  assert run.stderr.strip().splitlines() == [
+      "error: unknown model 'resnet5'; did you mean 'resnet50', 'resnet56', "
+      "'resnet152'?"]
+  assert convert_lib.main(['--model', 'resnet18', missing,
+                           str(tmp_path / 'out')]) == 2
+  assert capsys.readouterr().err == (
+      f"error: checkpoint file '{missing}' does not exist\n")
