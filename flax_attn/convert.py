@@ -75,9 +75,7 @@ def convert(model: str, checkpoint: str, out_dir: str,
                           'overwrite it')
   state_dict = weights.load_state_dict(checkpoint)
   variables, report = weights.import_torch(model, state_dict, num_classes,
-                                           seed=seed)
-  if not include_fresh:
-    variables = weights.imported_only(variables, report)
+                                           seed=seed, init_fresh=include_fresh)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(out_dir, {'params': variables['params'],
                               'batch_stats': variables['batch_stats']},

@@ -68,16 +68,20 @@ def _choice(config, field: str, valid: Tuple[str, ...]) -> str:
   return value
 
 
-def validate_config(config: ml_collections.ConfigDict, num_devices: int,
-                    process_count: int = 1) -> None:
-  """Fails early, with one line, on a config value that cannot work."""
+def validate_config(config: ml_collections.ConfigDict, num_devices: int
+                    ) -> None:
+  """Fails early, with one line, on a config value that cannot work.
+
+  `num_devices` is the whole mesh (all processes): each global batch is
+  split evenly over it, and so over the processes feeding it.
+  """
   for field in ('batch_size',):
     value = config[field]
     if not isinstance(value, int) or value <= 0:
       raise ConfigError(f'config.{field}={value!r} must be a positive integer')
   for field, value in (('batch_size', config.batch_size),
                        ('eval_batch_size', eval_batch_size(config))):
-    multiple = num_devices * process_count
+    multiple = num_devices
     if value % multiple:
       hint = multiple * max(1, round(value / multiple))
       raise ConfigError(f'config.{field}={value} is not divisible by the '
@@ -393,9 +397,7 @@ def _build(config, workdir: Optional[str]):
   """Model, optimiser, mesh, shardings and the initial state (shared by
   training and evaluation)."""
   mesh = create_mesh(config)
-  validate_config(config, mesh.size // jax.process_count()
-                  if jax.process_count() > 1 else mesh.size,
-                  jax.process_count())
+  validate_config(config, mesh.size)
   spec = data_lib.get_dataset_spec(config.dataset)
   model = model_from_config(config, spec.num_classes)
   steps_per_epoch = data_lib.num_examples(config, 'train') // config.batch_size
@@ -521,6 +523,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   if data_state is not None:
     train_iter.set_state(data_state)
 
+  writer = MetricWriter(workdir, enabled=is_main)
+  start = int(jax.device_get(state.step))
+  bar = _progress(total_steps, start, is_main and config.progress_bar)
+  last_eval: Dict[str, float] = {}
+  if start >= total_steps:
+    last_eval = run_evaluation(config, state, _make_eval_fn(b),
+                               b['batch_sharding'])
+
+  try:
+    return _train_loop(config, b, state, manager, train_iter, writer, bar,
+                       start, last_eval)
+  finally:
+    # Whatever ended the loop, the last checkpoint and metrics are on disk.
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+    if bar is not None:
+      bar.close()
+    if hasattr(train_iter, 'close'):  # grain worker processes
+      train_iter.close()
+
+
+def _train_loop(config, b, state, manager, train_iter, writer, bar, start,
+                last_eval):
+  mesh, total_steps = b['mesh'], b['total_steps']
+  steps_per_epoch = b['steps_per_epoch']
+  eval_fn = _make_eval_fn(b)
+  eval_every = config.eval_every_steps or steps_per_epoch
   step_fn = jax.jit(
       functools.partial(train_step, model=b['model'], tx=b['tx'],
                         lr_fn=b['lr_fn'], num_classes=b['spec'].num_classes,
@@ -529,15 +559,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       in_shardings=(b['replicated'], b['batch_sharding']),
       out_shardings=(b['replicated'], b['replicated']),
       donate_argnums=(0,))
-  eval_fn = _make_eval_fn(b)
-  eval_every = config.eval_every_steps or steps_per_epoch
-  writer = MetricWriter(workdir, enabled=is_main)
-  start = int(jax.device_get(state.step))
-  bar = _progress(total_steps, start, is_main and config.progress_bar)
-  last_eval: Dict[str, float] = {}
-  if start >= total_steps:
-    last_eval = run_evaluation(config, state, eval_fn, b['batch_sharding'])
-
   t_log, n_log = time.perf_counter(), 0
   with jax.set_mesh(mesh), _Preemption() as preemption:
     for step in range(start + 1, total_steps + 1):
@@ -574,16 +595,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         save_checkpoint(manager, state, train_iter.get_state(), config)
       if preemption.requested and step < total_steps:
         manager.wait_until_finished()
-        writer.close()
-        if bar is not None:
-          bar.close()
         raise Preempted(f'SIGTERM: stopped at step {step}, checkpoint saved '
                         f'in {manager.directory}')
-  manager.wait_until_finished()
-  manager.close()
-  writer.close()
-  if bar is not None:
-    bar.close()
   return {**last_eval, 'step': total_steps}
 
 

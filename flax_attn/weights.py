@@ -105,15 +105,18 @@ class ImportReport:
     model: the model name.
     loaded: our variable paths filled from the checkpoint
       ('params/stage1_block0/conv1/kernel', ...).
-    fresh: our variable paths freshly initialised (attention modules, a new
-      head).
+    fresh: our variable paths the file does not hold (attention modules, a
+      new head), freshly initialised.
     unused: checkpoint keys not used (the old head when the class count
       changes; anything else only with `strict=False`).
+    initialised: whether `fresh` was initialised (else left out of the
+      variables, for the training run to initialise).
   """
   model: str
   loaded: Tuple[str, ...]
   fresh: Tuple[str, ...]
   unused: Tuple[str, ...]
+  initialised: bool = True
 
   def fresh_modules(self) -> List[str]:
     """The freshly initialised variables grouped by module, in model order."""
@@ -127,11 +130,13 @@ class ImportReport:
     return modules
 
   def summary(self) -> str:
-    """One line, e.g. 'hga_resnet50: loaded 320 arrays from the checkpoint,
-    128 freshly initialised (stage1_block0/attn, ...), 0 checkpoint keys
-    unused'."""
+    """One line, e.g. 'hga_resnet50: loaded 267 arrays from the checkpoint,
+    128 freshly initialised (16 modules: stage1_block0/attn, ...), 0
+    checkpoint keys unused'."""
     line = (f'{self.model}: loaded {len(self.loaded)} arrays from the '
-            f'checkpoint, {len(self.fresh)} freshly initialised')
+            f'checkpoint, {len(self.fresh)} ' +
+            ('freshly initialised' if self.initialised else
+             'left to fresh initialisation'))
     modules = self.fresh_modules()
     if modules:
       shown = ', '.join(modules[:4]) + (', ...' if len(modules) > 4 else '')
@@ -192,12 +197,8 @@ def _plan(model, abstract: Mapping[str, Any]
   se = _is_squeeze_excite(model)
   flat = traverse_util.flatten_dict(
       {c: abstract[c] for c in ('params', 'batch_stats') if c in abstract})
-  # Model order: a module's batch statistics right after its parameters.
-  module_rank: Dict[Tuple[str, ...], int] = {}
-  for path in flat:
-    module_rank.setdefault(path[1:-1], len(module_rank))
   entries, others = [], []
-  for path, leaf in flat.items():
+  for path, leaf in sorted(flat.items(), key=lambda item: _model_order(item[0])):
     target = _torch_module(path[1:-1], se)
     if target is None or path[-1] not in _LEAF_NAMES:
       others.append(path)
@@ -205,10 +206,32 @@ def _plan(model, abstract: Mapping[str, Any]
     module, linear = target
     entries.append(_Entry(path, f'{module}.{_LEAF_NAMES[path[-1]]}',
                           tuple(leaf.shape), linear, module == 'fc'))
-  order = {e.path: i for i, e in enumerate(entries)}
-  entries.sort(key=lambda e: (module_rank[e.path[1:-1]], e.path[0] != 'params',
-                              order[e.path]))
   return entries, others
+
+
+# PyTorch's module order inside the stem and a block, for reports and for
+# naming the *first* key that does not fit.
+_LAYER_RANK = {'conv_stem': 0, 'bn_stem': 1, 'conv1': 0, 'bn1': 1,
+               'multiscale': 2, 'conv2': 2, 'bn2': 3, 'conv3': 4, 'bn3': 5,
+               'attn': 6, 'shortcut': 7, 'conv': 0, 'bn': 1}
+_LEAF_RANK = {'kernel': 0, 'scale': 0, 'bias': 1, 'mean': 2, 'var': 3}
+
+
+def _model_order(path: Tuple[str, ...]):
+  """Sort key of a variable path in the order the network runs (jax
+  flattens dicts alphabetically: 'bn1' < 'conv1', 'stage10' < 'stage2')."""
+  modules = []
+  for part in path[1:-1]:
+    stage = re.fullmatch(r'stage(\d+)_(?:block(\d+)|attn)', part)
+    if stage:
+      block = int(stage.group(2)) if stage.group(2) is not None else 10**6
+      modules.append((1, int(stage.group(1)), block, ''))
+    elif part == 'head':
+      modules.append((2, 0, 0, ''))
+    else:  # digits zero-padded: convs_2 < convs_10
+      modules.append((0, _LAYER_RANK.get(part, 50), 0,
+                      re.sub(r'\d+', lambda m: m.group().zfill(8), part)))
+  return (modules, path[0] != 'params', _LEAF_RANK.get(path[-1], 9), path[-1])
 
 
 def _abstract_variables(model, image_size: int):
@@ -253,7 +276,8 @@ def _shape(value) -> Tuple[int, ...]:
 
 def import_torch(model_name: str, state_dict: Mapping[str, Any],
                  num_classes: Optional[int] = None, *, seed: int = 0,
-                 strict: bool = True, image_size: int = 224, **model_kwargs
+                 init_fresh: bool = True, strict: bool = True,
+                 image_size: int = 224, **model_kwargs
                  ) -> Tuple[Dict[str, Any], ImportReport]:
   """Converts a PyTorch ResNet-family state dict to `model_name`'s variables.
 
@@ -264,6 +288,10 @@ def import_torch(model_name: str, state_dict: Mapping[str, Any],
     num_classes: classifier outputs; None keeps the checkpoint's. Another
       count than the checkpoint's gives a freshly initialised head.
     seed: PRNG seed of the fresh initialisation.
+    init_fresh: initialise what the file does not hold (the model's own
+      `init`, one jit compilation); with False the variables hold only the
+      arrays taken from the file (what a pretrained checkpoint for
+      `config.pretrained_path` needs: training initialises the rest).
     strict: a checkpoint key the model has no place for is an error; with
       False it is only listed in `report.unused`.
     image_size: input size used to initialise fresh modules.
@@ -271,8 +299,8 @@ def import_torch(model_name: str, state_dict: Mapping[str, Any],
 
   Returns:
     `(variables, report)`: `{'params': ..., 'batch_stats': ...}` that
-    `create_model(model_name, num_classes=...)` applies, and an
-    `ImportReport`.
+    `create_model(model_name, num_classes=...)` applies (with `init_fresh`),
+    and an `ImportReport`.
 
   Raises:
     CheckpointError: a missing key, a key of another shape, or (strict) a
@@ -323,20 +351,18 @@ def import_torch(model_name: str, state_dict: Mapping[str, Any],
           f'{model_name!r}' + (f' ({len(unexpected)} such keys)'
                                if len(unexpected) > 1 else ''))
 
-  flat = _fresh_init(model, fresh, seed, image_size) if fresh else {}
+  flat = (_fresh_init(model, fresh, seed, image_size)
+          if fresh and init_fresh else {})
   for path, value in values.items():
     flat[path] = jnp.asarray(value, dtype=jnp.float32)
   variables = traverse_util.unflatten_dict(flat)
   variables.setdefault('params', {})
   variables.setdefault('batch_stats', {})
-  fresh_set = set(fresh)
   report = ImportReport(
       model=model_name,
       loaded=tuple('/'.join(e.path) for e in entries if e.path in values),
-      fresh=tuple('/'.join(p) for p in traverse_util.flatten_dict(
-          {c: abstract[c] for c in ('params', 'batch_stats') if c in abstract})
-                  if p in fresh_set),
-      unused=tuple(unused))
+      fresh=tuple('/'.join(p) for p in sorted(fresh, key=_model_order)),
+      unused=tuple(unused), initialised=init_fresh)
   return variables, report
 
 
@@ -362,21 +388,6 @@ def from_torch(model_name: str, state_dict: Mapping[str, Any],
                num_classes: Optional[int] = None, **kwargs) -> Dict[str, Any]:
   """`import_torch` without the report: the variables only."""
   return import_torch(model_name, state_dict, num_classes, **kwargs)[0]
-
-
-def imported_only(variables: Mapping[str, Any], report: ImportReport
-                  ) -> Dict[str, Any]:
-  """The subset of `variables` that came from the checkpoint.
-
-  Saved as a pretrained checkpoint, it lets training initialise everything
-  else (attention, a new head) from its own seed.
-  """
-  loaded = {tuple(p.split('/')) for p in report.loaded}
-  flat = {p: v for p, v in traverse_util.flatten_dict(dict(variables)).items()
-          if p in loaded}
-  out = traverse_util.unflatten_dict(flat) if flat else {}
-  return {'params': out.get('params', {}),
-          'batch_stats': out.get('batch_stats', {})}
 
 
 # ---------------------------------------------------------------------------

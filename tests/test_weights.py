@@ -52,6 +52,12 @@ def assert_logits_close(ours, theirs):
                              atol=1e-4 * scale)
 
 
+def apply(model, variables, images):
+  # One compilation is cheaper than the op-by-op compilations of eager mode.
+  return jax.jit(functools.partial(model.apply, train=False))(variables,
+                                                              images)
+
+
 def flat(tree):
   return traverse_util.flatten_dict(tree, sep='/')
 
@@ -65,7 +71,7 @@ def test_logits_match_pytorch(name):
   want = {k for k in state_dict if not k.endswith('num_batches_tracked')}
   assert set(report.unused) == set() and not report.fresh
   assert len(report.loaded) == len(want)
-  logits = create_model(name).apply(variables, images, train=False)
+  logits = apply(create_model(name), variables, images)
   chex.assert_shape(logits, (2, 1000))
   assert_logits_close(logits, expected)
 
@@ -108,40 +114,74 @@ def test_fcn_head_takes_the_linear_classifier():
   variables = weights.from_torch('fcn_resnet50', state_dict)
   chex.assert_shape(variables['params']['head']['classifier']['kernel'],
                     (1, 1, 2048, 1000))
-  logits = create_model('fcn_resnet50').apply(variables, images, train=False)
+  logits = apply(create_model('fcn_resnet50'), variables, images)
   assert_logits_close(logits, expected)
 
 
-def test_attention_model_loads_backbone_and_initialises_the_rest():
+ATTENTION_BACKBONES = (('hga_resnet50', 'resnet50'),
+                       ('csca_resnet50', 'resnet50'),
+                       ('mgan_resnet50', 'resnet50'),
+                       ('csm_resnet50', 'resnet50'),
+                       ('hga_resnext50_32x4d', 'resnext50_32x4d'),
+                       ('mgan_res2net50', 'res2net50_26w_4s'))
+
+
+@pytest.mark.parametrize('name,backbone', ATTENTION_BACKBONES)
+def test_attention_models_take_their_backbones_checkpoint(name, backbone):
+  assert weights.torch_shapes(name) == weights.torch_shapes(backbone)
+
+
+def test_attention_model_reports_what_it_loaded():
   state_dict, _, _ = torch_reference('resnet50')
   variables, report = weights.import_torch(
-      'hga_resnet50', state_dict, num_classes=10, seed=3, image_size=IMAGE)
-  model = create_model('hga_resnet50', num_classes=10)
-  own = model.init(jax.random.key(3), jnp.zeros((1, IMAGE, IMAGE, 3)),
-                   train=False)
-  ours, init = flat(variables), flat({'params': own['params'],
-                                      'batch_stats': own['batch_stats']})
-  assert set(ours) == set(init)
-  backbone = [k for k in init if '/attn/' not in k and '/head/' not in k]
-  attn = [k for k in init if '/attn/' in k]
-  assert attn and set(report.loaded) == set(backbone)
-  assert set(report.fresh) == set(attn) | {'params/head/fc/kernel',
-                                           'params/head/fc/bias'}
+      'hga_resnet50', state_dict, num_classes=10, init_fresh=False)
+  abstract = flat(jax.eval_shape(lambda: create_model(
+      'hga_resnet50', num_classes=10).init(
+          jax.random.key(0), jnp.zeros((1, IMAGE, IMAGE, 3)), train=False)))
+  backbone = [k for k in abstract if '/attn/' not in k and '/head/' not in k]
+  attn = [k for k in abstract if '/attn/' in k]
+  assert len(backbone) == 265 and len(attn) == 128
+  assert sorted(report.loaded) == sorted(backbone)
+  assert sorted(report.fresh) == sorted(attn + ['params/head/fc/bias',
+                                                'params/head/fc/kernel'])
   assert report.unused == ('fc.weight', 'fc.bias')
-  # Fresh = the model's own initialisation; loaded = the file's values.
-  for k in report.fresh:
-    np.testing.assert_array_equal(ours[k], init[k])
+  # Without init_fresh the variables hold exactly the loaded arrays.
+  assert sorted(flat(variables)) == sorted(backbone)
   np.testing.assert_array_equal(
-      ours['params/stage3_block5/conv2/kernel'],
+      flat(variables)['params/stage3_block5/conv2/kernel'],
       state_dict['layer3.5.conv2.weight'].numpy().transpose(2, 3, 1, 0))
-  summary = report.summary()
-  assert '\n' not in summary
-  assert (f'loaded {len(backbone)} arrays' in summary
-          and '17 modules: stage1_block0/attn' in summary), summary
-  # Same class count: the head comes from the file too.
-  _, kept = weights.import_torch('hga_resnet50', state_dict,
-                                 image_size=IMAGE)
+  assert report.summary() == (
+      'hga_resnet50: loaded 265 arrays from the checkpoint, 130 left to '
+      'fresh initialisation (17 modules: stage1_block0/attn, '
+      'stage1_block1/attn, stage1_block2/attn, stage2_block0/attn, ...), '
+      '2 checkpoint keys unused (fc.weight, fc.bias)')
+  # The class count of the file: its head is loaded too.
+  _, kept = weights.import_torch('hga_resnet50', state_dict, init_fresh=False)
   assert 'params/head/fc/kernel' in kept.loaded and not kept.unused
+  assert len(kept.fresh) == 128
+
+
+def test_fresh_arrays_are_the_models_own_initialisation():
+  state_dict, images, _ = torch_reference('resnet18')
+  variables, report = weights.import_torch(
+      'cbam_resnet18', state_dict, num_classes=10, seed=3, image_size=IMAGE)
+  model = create_model('cbam_resnet18', num_classes=10)
+  ours = flat(variables)
+  assert sorted(ours) == sorted(report.loaded + report.fresh)
+  assert report.initialised and 'freshly initialised' in report.summary()
+  own = jax.jit(lambda key: {
+      'attn': model.init(key, images, train=False)['params']['stage2_block1']
+              ['attn'],
+      'head': model.init(key, images, train=False)['params']['head']})(
+          jax.random.key(3))
+  for path, value in flat(own).items():
+    module = 'head' if path.startswith('head') else 'stage2_block1/attn'
+    key = f'params/{module}/{path.split("/", 1)[1]}'
+    assert key in report.fresh
+    np.testing.assert_array_equal(ours[key], value)
+  np.testing.assert_array_equal(ours['batch_stats/stage4_block1/bn2/mean'],
+                                state_dict['layer4.1.bn2.running_mean'])
+  chex.assert_shape(apply(model, variables, images), (2, 10))
 
 
 def _tweak(state_dict, **changes):

@@ -117,25 +117,36 @@ class TfdsSource:
   def __len__(self) -> int:
     return len(self.source)
 
-  def __getitem__(self, index: int) -> Dict[str, Any]:
+  def _read(self, rows: Sequence[int]):
+    """Examples of `rows`; one `__getitems__` call where the source has it
+    (ArrayRecord reads them in parallel)."""
+    rows = [int(row) for row in rows]
     try:
-      example = self.source[index]
+      if hasattr(self.source, '__getitems__'):
+        return list(self.source.__getitems__(rows))
+      return [self.source[row] for row in rows]
     except ImportError as e:  # tfds decodes PNG/JPEG with pillow or opencv
       raise ImportError(f'reading {self.name} images needs pillow or opencv '
                         f'to decode them: pip install pillow ({e})'
                         .replace('\n', ' ')) from e
+
+  @staticmethod
+  def _reduce(example) -> Dict[str, Any]:
     image = example['image']
     if not isinstance(image, bytes):
       image = np.asarray(image)
     return {'image': image, 'label': np.int32(example['label'])}
 
+  def __getitem__(self, index: int) -> Dict[str, Any]:
+    return self._reduce(self._read([index])[0])
+
   def get_batch(self, rows: np.ndarray) -> Dict[str, np.ndarray]:
-    examples = [self[int(row)] for row in rows]
+    examples = [self._reduce(e) for e in self._read(rows)]
     return {'image': np.stack([e['image'] for e in examples]),
             'label': np.array([e['label'] for e in examples], np.int32)}
 
   def get_examples(self, rows: np.ndarray) -> Dict[str, Any]:
-    examples = [self[int(row)] for row in rows]
+    examples = [self._reduce(e) for e in self._read(rows)]
     return {'image': [e['image'] for e in examples],
             'label': np.array([e['label'] for e in examples], np.int32)}
 
