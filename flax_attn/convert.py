@@ -65,9 +65,8 @@ def convert(model: str, checkpoint: str, out_dir: str,
 
   from flax_attn import weights  # pylint: disable=g-import-not-at-top
   from flax_attn.errors import CheckpointError  # pylint: disable=g-import-not-at-top
-  from flax_attn.models import list_models  # pylint: disable=g-import-not-at-top
+  import flax_attn.models  # pylint: disable=g-import-not-at-top,unused-import  # noqa: F401  (registers the named models)
   from flax_attn.registry import MODELS  # pylint: disable=g-import-not-at-top
-  del list_models  # imported for its side effect: the named models register
   MODELS.get(model)  # an unknown name fails before a large file is read
   out_dir = os.path.abspath(out_dir)
   if os.path.exists(out_dir) and os.listdir(out_dir) and not force:

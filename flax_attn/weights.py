@@ -72,6 +72,10 @@ class _Entry:
   is_head: bool
 
   @property
+  def is_attention(self) -> bool:
+    return '.se.' in self.torch_key
+
+  @property
   def name(self) -> str:
     return '/'.join(self.path)
 
@@ -122,7 +126,7 @@ class ImportReport:
     """The freshly initialised variables grouped by module, in model order."""
     modules = []
     for path in self.fresh:
-      parts = path.split('/')[1:-1]   # drop collection and leaf
+      parts = path.split('/')[1:-1] or path.split('/')[1:]  # no leaf name
       # Group by the block-level module ('stage1_block0/attn').
       module = '/'.join(parts[:2] if _BLOCK.fullmatch(parts[0]) else parts[:1])
       if module not in modules:
@@ -324,10 +328,12 @@ def import_torch(model_name: str, state_dict: Mapping[str, Any],
     raise CheckpointError(f'model {model_name!r} has no layer a PyTorch '
                           'ResNet checkpoint names (conv1, bn1, layerN.M...)')
   new_head = file_classes != num_classes
+  # A plain ResNet file for an SE model: SE is new, like any attention.
+  new_se = not any('.se.' in k for k in state_dict)
   fresh = list(others)
   values: Dict[Tuple[str, ...], np.ndarray] = {}
   for e in entries:
-    if e.is_head and new_head:
+    if (e.is_head and new_head) or (e.is_attention and new_se):
       fresh.append(e.path)
       continue
     if e.torch_key not in state_dict:

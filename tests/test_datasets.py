@@ -523,3 +523,22 @@ def test_list_and_prepare_commands(mini_dirs, tmp_path, capsys):
   assert 'cars_train.tgz' in error and str(empty) in error
   assert cli.main(['prepare', 'digits']) == 1
   assert 'ships with the package' in capsys.readouterr().err
+
+
+def test_prepare_without_tensorflow_says_what_to_install(tmp_path,
+                                                         monkeypatch):
+  class NeedsTensorflow:
+    def is_prepared(self):
+      return False
+
+    def download_and_prepare(self, **kwargs):
+      del kwargs
+      raise ModuleNotFoundError("No module named 'tensorflow'",
+                                name='tensorflow')
+
+  monkeypatch.setattr(prepare, 'make_builder',
+                      lambda spec, data_dir: NeedsTensorflow())
+  with pytest.raises(prepare.PrepareError) as error:
+    prepare.prepare('stanford_dogs', data_dir=str(tmp_path))
+  assert "needs the package 'tensorflow'" in str(error.value)
+  assert 'flax-attn[prepare]' in str(error.value)

@@ -99,13 +99,18 @@ def test_layout_conversion_of_single_arrays():
       s['bn_stem']['mean'], state_dict['bn1.running_mean'].numpy())
 
 
+@functools.lru_cache(maxsize=None)
+def torch_shapes(name):
+  return weights.torch_shapes(name)
+
+
 @pytest.mark.parametrize('name', FORWARD_MODELS + SHAPE_ONLY_MODELS)
 def test_key_and_shape_mapping_covers_the_pytorch_model(name):
   with torch.device('meta'):  # shapes only, no memory, no compute
     reference = torch_resnets.MODELS[name]()
   expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()
               if not k.endswith('num_batches_tracked')}
-  assert weights.torch_shapes(name) == expected
+  assert torch_shapes(name) == expected
 
 
 def test_fcn_head_takes_the_linear_classifier():
@@ -120,15 +125,13 @@ def test_fcn_head_takes_the_linear_classifier():
 
 ATTENTION_BACKBONES = (('hga_resnet50', 'resnet50'),
                        ('csca_resnet50', 'resnet50'),
-                       ('mgan_resnet50', 'resnet50'),
                        ('csm_resnet50', 'resnet50'),
-                       ('hga_resnext50_32x4d', 'resnext50_32x4d'),
                        ('mgan_res2net50', 'res2net50_26w_4s'))
 
 
 @pytest.mark.parametrize('name,backbone', ATTENTION_BACKBONES)
 def test_attention_models_take_their_backbones_checkpoint(name, backbone):
-  assert weights.torch_shapes(name) == weights.torch_shapes(backbone)
+  assert weights.torch_shapes(name) == torch_shapes(backbone)
 
 
 def test_attention_model_reports_what_it_loaded():
@@ -161,27 +164,49 @@ def test_attention_model_reports_what_it_loaded():
   assert len(kept.fresh) == 128
 
 
+def test_plain_resnet_file_gives_an_se_model_fresh_se_modules():
+  state_dict, _, _ = torch_reference('resnet50')
+  _, report = weights.import_torch('seresnet50', state_dict, init_fresh=False)
+  assert len(report.loaded) == 267 and len(report.fresh) == 16 * 4
+  assert all('/attn/fc' in k for k in report.fresh)
+  # An SE file with one SE array missing is an error, not a fresh module.
+  se_file, _, _ = torch_reference('seresnet50')
+  with pytest.raises(CheckpointError, match="no key 'layer2.3.se.fc2.bias'"):
+    weights.from_torch('seresnet50',
+                       _tweak(se_file, layer2__3__se__fc2__bias=None))
+
+
 def test_fresh_arrays_are_the_models_own_initialisation():
-  state_dict, images, _ = torch_reference('resnet18')
+  # A 4-block, narrow ECA-ResNet-18 (create_model overrides pass through)
+  # keeps the two init compilations cheap; the file is random numpy arrays.
+  small = dict(stage_sizes=(1, 1, 1, 1), stage_widths=(8, 16, 32, 64),
+               stem_width=8)
+  rng = np.random.default_rng(0)
+  state_dict = {k: rng.standard_normal(shape).astype(np.float32)
+                for k, shape in weights.torch_shapes('resnet18',
+                                                     **small).items()}
   variables, report = weights.import_torch(
-      'cbam_resnet18', state_dict, num_classes=10, seed=3, image_size=IMAGE)
-  model = create_model('cbam_resnet18', num_classes=10)
+      'eca_resnet18', state_dict, num_classes=10, seed=3, image_size=32,
+      **small)
   ours = flat(variables)
   assert sorted(ours) == sorted(report.loaded + report.fresh)
+  assert len(report.loaded) == len(state_dict) - 2  # all but the old head
   assert report.initialised and 'freshly initialised' in report.summary()
-  own = jax.jit(lambda key: {
-      'attn': model.init(key, images, train=False)['params']['stage2_block1']
-              ['attn'],
-      'head': model.init(key, images, train=False)['params']['head']})(
+  model = create_model('eca_resnet18', num_classes=10, **small)
+  images = jnp.zeros((1, 32, 32, 3))
+  abstract = flat(jax.eval_shape(model.init, jax.random.key(3), images))
+  assert sorted(abstract) == sorted(ours)
+  assert report.fresh and all('/attn/' in k or '/head/' in k
+                              for k in report.fresh)
+  # Only the fresh arrays leave the jitted init: XLA drops the other draws.
+  own = jax.jit(lambda key: {k: v for k, v in flat(model.init(
+      key, images, train=False)).items() if k in report.fresh})(
           jax.random.key(3))
-  for path, value in flat(own).items():
-    module = 'head' if path.startswith('head') else 'stage2_block1/attn'
-    key = f'params/{module}/{path.split("/", 1)[1]}'
-    assert key in report.fresh
-    np.testing.assert_array_equal(ours[key], value)
-  np.testing.assert_array_equal(ours['batch_stats/stage4_block1/bn2/mean'],
-                                state_dict['layer4.1.bn2.running_mean'])
-  chex.assert_shape(apply(model, variables, images), (2, 10))
+  assert sorted(own) == sorted(report.fresh)
+  for key in report.fresh:
+    np.testing.assert_array_equal(ours[key], own[key])
+  np.testing.assert_array_equal(ours['batch_stats/stage4_block0/bn2/mean'],
+                                state_dict['layer4.0.bn2.running_mean'])
 
 
 def _tweak(state_dict, **changes):
@@ -233,8 +258,9 @@ def test_unknown_model_and_missing_head_fail_in_one_line():
   state_dict, _, _ = torch_reference('resnet18')
   with pytest.raises(UnknownNameError) as e:
     weights.from_torch('resnet181', state_dict)
-  assert str(e.value) == ("unknown model 'resnet181'; did you mean "
-                          "'resnet18', 'resnet101', 'resnet110'?")
+  assert str(e.value).startswith("unknown model 'resnet181'; did you mean "
+                                "'resnet18'")
+  assert '\n' not in str(e.value)
   headless = _tweak(state_dict, fc__weight=None, fc__bias=None)
   with pytest.raises(CheckpointError, match='no classifier'):
     weights.from_torch('resnet18', headless)
@@ -351,9 +377,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
       capture_output=True, text=True, cwd=REPO, timeout=120,
       env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
   assert run.returncode == 2
-  assert run.stderr.strip().splitlines() == [
-      "error: unknown model 'resnet5'; did you mean 'resnet50', 'resnet56', "
-      "'resnet152'?"]
+  [line] = run.stderr.strip().splitlines()
+  assert line.startswith("error: unknown model 'resnet5'; did you mean"), line
   assert convert_lib.main(['--model', 'resnet18', missing,
                            str(tmp_path / 'out')]) == 2
   assert capsys.readouterr().err == (

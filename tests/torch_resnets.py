@@ -194,24 +194,32 @@ MODELS = {
 def randomize(model, seed=0, batch=2, size=64):
   """Random weights and non-trivial BN statistics, then eval mode.
 
-  The running statistics are those of a random batch (cumulative average,
-  so well scaled through the depth), then perturbed per channel, and the BN
-  affine parameters are drawn away from (1, 0): every imported quantity
-  matters to the output.
+  The BN affine parameters are drawn away from (1, 0); the running
+  statistics are those of a random batch through the network (cumulative
+  average), so activations stay well scaled through the depth, then
+  perturbed per channel: every imported quantity matters to the output.
   """
   gen = torch.Generator().manual_seed(seed)
-  for m in model.modules():
-    if isinstance(m, nn.BatchNorm2d):
+  norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+  with torch.no_grad():
+    for m in model.modules():  # the conv / linear weights, reproducibly
+      if isinstance(m, (nn.Conv2d, nn.Linear)):
+        bound = 1.0 / math.sqrt(m.weight[0].numel())
+        m.weight.copy_((torch.rand(m.weight.shape, generator=gen) * 2 - 1)
+                       * bound)
+        if m.bias is not None:
+          m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
+    for m in norms:
+      c = m.num_features
+      m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+      m.bias.copy_(0.1 * torch.randn(c, generator=gen))
       m.momentum = None
       m.reset_running_stats()
-  model.train()
-  with torch.no_grad():
+    model.train()
     model(torch.randn(batch, 3, size, size, generator=gen))
-    for m in model.modules():
-      if isinstance(m, nn.BatchNorm2d):
-        c = m.num_features
-        m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-        m.bias.copy_(0.1 * torch.randn(c, generator=gen))
-        m.running_var.mul_(torch.rand(c, generator=gen) + 0.5)
-        m.running_mean.add_(0.1 * torch.randn(c, generator=gen))
+    for m in norms:
+      c = m.num_features
+      m.running_var.mul_(0.8 + 0.4 * torch.rand(c, generator=gen))
+      m.running_mean.add_(0.1 * torch.randn(c, generator=gen)
+                          * m.running_var.sqrt())
   return model.eval()

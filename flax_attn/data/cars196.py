@@ -28,7 +28,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 from etils import epath
 import tensorflow_datasets as tfds
@@ -168,7 +168,3 @@ class ManualCars196(tfds_cars196.Cars196, skip_registration=True):
           f'cars196: {len(absent)} of the {len(annotations)} {split_name} '
           f'images annotated in {os.path.basename(annotations_path)} are '
           f'not in {images_path} (first: {absent[0]}.jpg)')
-
-
-def builder(data_dir: Optional[str] = None) -> ManualCars196:
-  return ManualCars196(data_dir=data_dir)

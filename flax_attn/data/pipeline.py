@@ -113,6 +113,9 @@ class TfdsSource:
   def __init__(self, source: Sequence[Dict[str, Any]], name: str):
     self.source = source
     self.name = name
+    # tfds' mock answers `__getitems__` with a TypeError.
+    self._batched_reads = (hasattr(source, '__getitems__')
+                           and not _is_mocked(source))
 
   def __len__(self) -> int:
     return len(self.source)
@@ -122,7 +125,7 @@ class TfdsSource:
     (ArrayRecord reads them in parallel)."""
     rows = [int(row) for row in rows]
     try:
-      if hasattr(self.source, '__getitems__'):
+      if self._batched_reads:
         return list(self.source.__getitems__(rows))
       return [self.source[row] for row in rows]
     except ImportError as e:  # tfds decodes PNG/JPEG with pillow or opencv

@@ -21,8 +21,9 @@ manual directory: --manual_dir, else <data_dir>/downloads/manual):
                            no TensorFlow
 
 TensorFlow is needed only here, never for training: `pip install
-'flax-attn[prepare]'`. Missing manual files fail before tfds starts, in one
-line saying which files go where.
+'flax-attn[prepare]'` (TensorFlow, and importlib_resources, which tfds'
+own builders import to find their checksum files). Missing manual files
+fail before tfds starts, in one line saying which files go where.
 """
 from __future__ import annotations
 
@@ -122,13 +123,11 @@ def prepare(name: str, data_dir: Optional[str] = None,
   try:
     builder.download_and_prepare(download_config=config,
                                  file_format='array_record')
-  except ModuleNotFoundError as e:
-    if 'tensorflow' not in str(e):
-      raise
+  except ModuleNotFoundError as e:  # tensorflow, importlib_resources
     raise PrepareError(
-        f'preparing {name} with tfds\' builder needs TensorFlow (training '
-        'does not): pip install "flax-attn[prepare]" (or pip install '
-        'tensorflow)') from e
+        f'preparing {name} with tfds\' builder needs the package '
+        f'{e.name!r}, which training does not: pip install '
+        '"flax-attn[prepare]" (TensorFlow and importlib_resources)') from e
   except (FileNotFoundError, ValueError) as e:
     raise PrepareError(' '.join(str(e).split())) from e
   return os.fspath(builder.data_dir)

@@ -57,7 +57,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import grain
 import numpy as np
