@@ -37,7 +37,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @functools.lru_cache(maxsize=None)
 def torch_reference(name):
   """(state dict, NHWC images, PyTorch logits) of a randomised model."""
-  model = torch_resnets.randomize(torch_resnets.MODELS[name](), seed=1)
+  with torch.device('meta'):  # skip PyTorch's default init: randomize sets all
+    model = torch_resnets.MODELS[name]()
+  model = torch_resnets.randomize(model.to_empty(device='cpu'), seed=1)
   images = torch.randn(2, 3, IMAGE, IMAGE,
                        generator=torch.Generator().manual_seed(2))
   with torch.no_grad():
