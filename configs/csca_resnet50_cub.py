@@ -10,11 +10,10 @@ with resnet50, fcn_resnet50, ca_resnet50, sa_resnet50 or csca_resnet50.
 Stanford Dogs / Cars: configs/csca_resnet50_dogs.py, csca_resnet50_cars.py.
 
 Recipe. From the paper (Sec. 2.1-2.2): ResNet-50 started from torchvision's
-ImageNet weights; ColorJitter of brightness, contrast, saturation (and hue,
-which the input pipeline does not offer), random horizontal flip, random
-rotation. The paper gives no strengths, schedule or input size; ours, a
+ImageNet weights; ColorJitter of brightness, contrast, saturation and hue,
+random horizontal flip, random rotation. The paper gives no strengths, schedule or input size; ours, a
 common fine-tuning recipe: 224 x 224 inputs (the dataset's default crop),
-jitter strength 0.4, rotation up to 15 degrees, SGD momentum 0.9, batch 32,
+jitter strength 0.4 (hue 0.1), rotation up to 15 degrees, SGD momentum 0.9, batch 32,
 lr 0.01 with a cosine decay over 100 epochs, weight decay 1e-4.
 """
 from configs import default
@@ -40,6 +39,7 @@ def get_config(model: str = 'csca_resnet50'):
   config.augment.flip = True          # RandomHorizontalFlip
   config.augment.rotation = 15.0      # RandomRotation, degrees (our choice)
   config.augment.color_jitter = 0.4   # ColorJitter strength (our choice)
+  config.augment.hue = 0.1            # ColorJitter hue (our choice)
   config.batch_size = 32
   config.num_epochs = 100
   config.optimizer = 'sgd'

@@ -29,6 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.flip = True       # random horizontal flip
   config.augment.rotation = 0.0    # max degrees of random rotation; 0 = off
   config.augment.color_jitter = 0.0  # brightness/contrast/saturation strength
+  config.augment.hue = 0.0         # max hue shift (fraction of a turn); 0 = off
+  config.augment.crop = ''         # '' = dataset default; random_resized |
+                                   # random | center (variable-size sets)
   config.num_workers = 0          # grain worker processes (0 = in-process)
 
   # Schedule and batch.

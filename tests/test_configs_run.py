@@ -2,7 +2,7 @@
 the real tfds path, under `tfds.testing.mock_data`.
 
 Models keep their attention, head and block types but are cut to one block
-per stage and small images so each compiles in seconds; the full-size
+per stage, narrow stages and small images so each compiles in seconds; the full-size
 models are counted parameter by parameter in the per-paper config tests.
 """
 import glob
@@ -38,12 +38,16 @@ def shrink(config):
   config.checkpoint_every_steps = 2
   config.log_every_steps = 1
   config.progress_bar = False
+  config.num_devices = 1  # sharding is tested in test_train.py
   config.pretrained_path = ''
   if config.image_size > 32:
     config.image_size = 32
   model = model_from_config(config, 10)
   if isinstance(model, ResNet):
-    config.model_kwargs.stage_sizes = (1,) * len(model.stage_sizes)
+    stages = len(model.stage_sizes)
+    config.model_kwargs.stage_sizes = (1,) * stages
+    config.model_kwargs.stage_widths = (16, 32, 64, 128)[:stages]
+    config.model_kwargs.stem_width = 16
   return config
 
 

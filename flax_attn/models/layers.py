@@ -48,12 +48,20 @@ def _kernel_grad_im2col(x, g, kernel_shape, strides, padding):
   ho, wo = g.shape[1], g.shape[2]
   per_image = ho * wo * kh * kw * ci * x.dtype.itemsize
   chunk = max(1, min(n, _PATCH_BYTES_PER_CHUNK // max(per_image, 1)))
+  if kh == kw == 1:  # no patches to build: one matmul over the whole batch
+    chunk = n
   while n % chunk:
     chunk -= 1
 
+  # The narrower operand goes first: XLA:CPU's matmul runs this
+  # contraction over the long (pixel) axis up to 2x faster that way round.
+  g_first = co <= kh * kw * ci
+
   def chunk_grad(xc, gc):
     p = _patches(xc, (kh, kw), strides, padding).reshape(-1, kh * kw * ci)
-    return lax.dot_general(p, gc.reshape(-1, co), (((0,), (0,)), ((), ())),
+    gc = gc.reshape(-1, co)
+    lhs, rhs = (gc, p) if g_first else (p, gc)
+    return lax.dot_general(lhs, rhs, (((0,), (0,)), ((), ())),
                            preferred_element_type=jnp.float32)
 
   if chunk == n:
@@ -61,9 +69,10 @@ def _kernel_grad_im2col(x, g, kernel_shape, strides, padding):
   else:
     xs = x.reshape((n // chunk, chunk) + x.shape[1:])
     gs = g.reshape((n // chunk, chunk) + g.shape[1:])
+    shape = (co, kh * kw * ci) if g_first else (kh * kw * ci, co)
     grad, _ = lax.scan(lambda acc, xg: (acc + chunk_grad(*xg), None),
-                       jnp.zeros((kh * kw * ci, co), jnp.float32), (xs, gs))
-  return grad.reshape(kernel_shape)
+                       jnp.zeros(shape, jnp.float32), (xs, gs))
+  return (grad.T if g_first else grad).reshape(kernel_shape)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
