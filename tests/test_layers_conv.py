@@ -1,0 +1,86 @@
+"""layers.conv_general_dilated: lax's convolution with a CPU kernel gradient
+computed as im2col matmuls; values and gradients must equal lax's."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from flax_attn.models import layers
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _loss(conv, x, kernel, strides, padding):
+  y = conv(x, kernel, strides, padding, dimension_numbers=NHWC)
+  return jnp.sum(jnp.sin(y.astype(jnp.float32)))
+
+
+@pytest.mark.parametrize('x_shape,kernel_shape,strides,padding', [
+    ((3, 9, 9, 5), (3, 3, 5, 7), (1, 1), ((1, 1), (1, 1))),
+    ((3, 9, 9, 5), (3, 3, 5, 7), (2, 2), ((1, 1), (1, 1))),
+    ((3, 10, 10, 4), (1, 1, 4, 6), (2, 2), ((0, 0), (0, 0))),
+    ((2, 15, 15, 3), (7, 7, 3, 8), (2, 2), ((3, 3), (3, 3))),
+    ((5, 6, 7, 3), (3, 2, 3, 2), (1, 2), ((1, 0), (2, 1))),
+])
+def test_value_and_gradients_equal_lax(x_shape, kernel_shape, strides,
+                                       padding):
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  kernel = jax.random.normal(jax.random.key(1), kernel_shape)
+  ref = jax.jit(jax.value_and_grad(_loss, (1, 2)), static_argnums=(0, 3, 4))
+  got_value, got_grads = ref(layers.conv_general_dilated, x, kernel, strides,
+                             padding)
+  want_value, want_grads = ref(lax.conv_general_dilated, x, kernel, strides,
+                               padding)
+  np.testing.assert_allclose(got_value, want_value, rtol=1e-5)
+  chex.assert_trees_all_close(got_grads, want_grads, rtol=2e-5, atol=2e-5)
+
+
+def test_kernel_gradient_over_several_chunks(monkeypatch):
+  # A tiny patch budget forces the loop over batch chunks (scan).
+  monkeypatch.setattr(layers, '_PATCH_BYTES_PER_CHUNK', 3000)
+  x = jax.random.normal(jax.random.key(0), (12, 6, 6, 4))
+  g = jax.random.normal(jax.random.key(1), (12, 6, 6, 5))
+  padding = ((1, 1), (1, 1))
+  got = jax.jit(lambda x, g: layers._kernel_grad_im2col(
+      x, g, (3, 3, 4, 5), (1, 1), padding))(x, g)
+  conv = lambda k: lax.conv_general_dilated(x, k, (1, 1), padding,
+                                            dimension_numbers=NHWC)
+  want = jax.vjp(conv, jnp.zeros((3, 3, 4, 5)))[1](g)[0]
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_bfloat16_compute_keeps_dtypes():
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4), jnp.bfloat16)
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 4), jnp.bfloat16)
+  grads = jax.jit(jax.grad(_loss, (1, 2)), static_argnums=(0, 3, 4))(
+      layers.conv_general_dilated, x, kernel, (1, 1), ((1, 1), (1, 1)))
+  want = jax.jit(jax.grad(_loss, (1, 2)), static_argnums=(0, 3, 4))(
+      lax.conv_general_dilated, x, kernel, (1, 1), ((1, 1), (1, 1)))
+  assert grads[0].dtype == grads[1].dtype == jnp.bfloat16
+  chex.assert_trees_all_close(
+      jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), grads),
+      jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), want),
+      rtol=3e-2, atol=3e-2)
+
+
+def test_grouped_and_string_padding_fall_back_to_lax():
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 2, 4))
+  grouped = layers.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                        dimension_numbers=NHWC,
+                                        feature_group_count=2)
+  want = lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                  dimension_numbers=NHWC,
+                                  feature_group_count=2)
+  chex.assert_trees_all_close(grouped, want)
+
+
+def test_make_conv_uses_it_and_keeps_parameter_names():
+  conv = layers.make_conv(jnp.float32)(6, (3, 3), (2, 2), name='conv')
+  assert conv.conv_general_dilated is layers.conv_general_dilated
+  variables = jax.eval_shape(lambda: conv.init(jax.random.key(0),
+                                               jnp.zeros((1, 8, 8, 3))))
+  assert jax.tree_util.tree_map(lambda a: a.shape, variables) == {
+      'params': {'kernel': (3, 3, 3, 6)}}
