@@ -14,6 +14,7 @@ where it works, under torch.compile.
       --threads 1                                  # one pinned core each
   python benchmarks/speed.py --startup             # compilation cache effect
   python benchmarks/speed.py --device-case gpu     # ResNet-50 bf16 on a GPU
+  python benchmarks/speed.py --table benchmarks/results/*.json   # reprint
 
 Every measurement runs in a fresh subprocess (so peak memory is that run's),
 JAX and PyTorch runs of a case alternate (A/B/A/B with --repeats), and the
@@ -201,7 +202,7 @@ def run_jax(spec: Dict[str, Any]) -> Dict[str, Any]:
 
   t = time.perf_counter()
   for _ in range(spec['warmup']):
-    metrics = one_step()
+    one_step()
   first_s = time.perf_counter() - t
   cpu_times = []
   times = _timed_steps(one_step, spec['steps'], cpu_times)
@@ -222,7 +223,7 @@ def run_jax(spec: Dict[str, Any]) -> Dict[str, Any]:
   eval_times = _timed_steps(
       lambda: jax.block_until_ready(eval_compiled(variables, eval_batch)),
       spec['eval_steps'])
-  del jnp, metrics
+  del jnp
   return dict(
       params=params, compile_s=compile_s, first_steps_s=first_s,
       step_s=statistics.median(times), step_times=times,
@@ -397,6 +398,7 @@ def summarise(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
       step = _median([r['step_s'] for r in good])
       row[fw] = dict(
           ok=True, repeats=len(good), step_s=step,
+          step_cpu_s=_median([r.get('step_cpu_s') for r in good]),
           images_per_s=row['batch'] / step,
           # Per CPU-second of the process: with one pinned thread each,
           # the figure least moved by other processes on the machine.
@@ -423,7 +425,9 @@ def _attention_overheads(rows: List[Dict[str, Any]]) -> None:
 
   time share = (t_attn - t_bare) / t_attn, FLOP share = (f_attn - f_bare) /
   f_attn with XLA's forward FLOPs of the JAX model; ratio = time share /
-  FLOP share (goal: <= 1.5). MLAN is compared with bare ResNet-20.
+  FLOP share (goal: <= 1.5). t is the step's process CPU time (with one
+  pinned thread the figure least moved by other processes; wall time where
+  CPU time is missing). MLAN is compared with bare ResNet-20.
   """
   bare = {r['backbone']: r for r in rows if r['attn'] == 'none'}
   for r in rows:
@@ -439,7 +443,9 @@ def _attention_overheads(rows: List[Dict[str, Any]]) -> None:
     for fw in FRAMEWORKS:
       a, b = r.get(fw, {}), base.get(fw, {})
       if a.get('ok') and b.get('ok'):
-        share = (a['step_s'] - b['step_s']) / a['step_s']
+        t_attn = a.get('step_cpu_s') or a['step_s']
+        t_bare = b.get('step_cpu_s') or b['step_s']
+        share = (t_attn - t_bare) / t_attn
         r.setdefault('time_share', {})[fw] = share
         if flop_share > 1e-4:
           r.setdefault('share_ratio', {})[fw] = share / flop_share
@@ -454,7 +460,7 @@ def print_table(rows: List[Dict[str, Any]], out=sys.stdout) -> None:
           'ratio | compile img/s | ratio | img/CPU-s JAX/torch (ratio) | '
           'JAX eval | torch eval | '
           'JAX compile s | peak MB JAX/torch | fwd GFLOP/img | '
-          'time share JAX/torch | FLOP share |')
+          'time share JAX/torch | FLOP share | time/FLOP share JAX/torch |')
   print(head, file=out)
   print('|' + '---|' * (head.count('|') - 1), file=out)
   for r in rows:
@@ -471,6 +477,9 @@ def print_table(rows: List[Dict[str, Any]], out=sys.stdout) -> None:
       params = f'{j["params"]}!={t["params"]}'
     flops = j.get('forward_flops')
     shares = r.get('time_share', {})
+    rs = r.get('share_ratio', {})
+    ratios = (f'{_fmt(rs.get("jax"), "{:.1f}")}/'
+              f'{_fmt(rs.get("torch"), "{:.1f}")}' if rs else '-')
     share = (f'{_fmt(shares.get("jax"), "{:.0%}")}/'
              f'{_fmt(shares.get("torch"), "{:.0%}")}' if shares else '-')
     print(f'| {r["backbone"]} | {r["attn"]} | {r["batch"]} | {params} | '
@@ -484,7 +493,7 @@ def print_table(rows: List[Dict[str, Any]], out=sys.stdout) -> None:
           f'{_fmt(j.get("compile_s"), "{:.1f}")} | '
           f'{_fmt(j.get("peak_delta_mb"))}/{_fmt(t.get("peak_delta_mb"))} | '
           f'{_fmt(flops and flops / r["batch"] / 1e9, "{:.3f}")} | {share} | '
-          f'{_fmt(r.get("flop_share"), "{:.0%}")} |', file=out)
+          f'{_fmt(r.get("flop_share"), "{:.0%}")} | {ratios} |', file=out)
   for r in rows:
     for fw in FRAMEWORKS:
       d = r.get(fw, {})
@@ -671,6 +680,8 @@ def parse_args(argv=None):
                  default='auto', help="'gpu' runs ResNet-50 bf16 at 224, "
                  "batch 256 on a GPU; 'auto' does so when JAX sees one")
   p.add_argument('--gpu-batch', type=int, default=256)
+  p.add_argument('--table', nargs='+', metavar='JSON',
+                 help='print the table of earlier runs\' JSON files and exit')
   p.add_argument('--worker', help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   args.batch = dict((kv.split('=')[0], int(kv.split('=')[1]))
@@ -682,6 +693,16 @@ def main(argv=None) -> int:
   args = parse_args(argv)
   if args.worker:
     worker_main(json.loads(args.worker))
+    return 0
+  if args.table:
+    for path in args.table:
+      with open(path) as f:
+        report = json.load(f)
+      print(f'\n{path}: threads={report.get("threads")} '
+            f'jax_cpu_devices={report.get("jax_cpu_devices")} '
+            f'load at end={report.get("load_end")}')
+      print_table(summarise(report['runs']) if report.get('runs')
+                  else report.get('rows', []))
     return 0
   if args.startup:
     report = run_startup(args)

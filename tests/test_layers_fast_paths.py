@@ -1,6 +1,10 @@
-"""layers.conv_general_dilated: lax's convolution with a CPU kernel gradient
-computed as im2col matmuls; values and gradients must equal lax's."""
+"""The speed paths of models/layers.py give the numbers of what they replace.
+
+conv_general_dilated: lax's convolution, its kernel gradient computed as
+im2col matmuls on CPU. BatchNorm: nn.BatchNorm with a closed-form backward.
+"""
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,3 +88,47 @@ def test_make_conv_uses_it_and_keeps_parameter_names():
                                                jnp.zeros((1, 8, 8, 3))))
   assert jax.tree_util.tree_map(lambda a: a.shape, variables) == {
       'params': {'kernel': (3, 3, 3, 6)}}
+
+
+def _bn_loss(module, params, stats, x, weights):
+  y, new = module.apply({'params': params, 'batch_stats': stats}, x,
+                        mutable=['batch_stats'])
+  return jnp.sum(jnp.sin(y.astype(jnp.float32)) * weights), new
+
+
+@pytest.mark.parametrize('dtype,rtol', [(jnp.float32, 1e-5),
+                                        (jnp.bfloat16, 2e-2)])
+def test_batch_norm_matches_flax_batch_norm(dtype, rtol):
+  x = (3.0 * jax.random.normal(jax.random.key(0), (6, 5, 4, 7)) + 1.0
+       ).astype(dtype)
+  weights = jnp.arange(7.0)
+  kwargs = dict(use_running_average=False, momentum=0.9, epsilon=1e-5,
+                dtype=dtype)
+  ours, flax_bn = layers.BatchNorm(**kwargs), nn.BatchNorm(**kwargs)
+  variables = flax_bn.init(jax.random.key(1), x)
+  assert (jax.tree_util.tree_structure(ours.init(jax.random.key(1), x))
+          == jax.tree_util.tree_structure(variables))
+  params = jax.tree_util.tree_map(
+      lambda a: a + 0.3 * jax.random.normal(jax.random.key(2), a.shape),
+      variables['params'])
+  grad = jax.value_and_grad(_bn_loss, (1, 3), has_aux=True)
+  (got_loss, got_stats), got_grads = grad(ours, params,
+                                          variables['batch_stats'], x, weights)
+  (want_loss, want_stats), want_grads = grad(flax_bn, params,
+                                             variables['batch_stats'], x,
+                                             weights)
+  as32 = lambda t: jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), t)
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+  chex.assert_trees_all_close(got_stats, want_stats, rtol=1e-6)
+  chex.assert_trees_all_close(as32(got_grads), as32(want_grads), rtol=rtol,
+                              atol=rtol)
+  assert got_grads[1].dtype == dtype
+  evaluate = lambda m: m.clone(use_running_average=True).apply(
+      {'params': params, **want_stats}, x)
+  chex.assert_trees_all_close(as32(evaluate(ours)), as32(evaluate(flax_bn)))
+
+
+def test_make_norm_keeps_flax_batch_norm_for_named_axes():
+  assert layers.make_norm(True, jnp.float32).func is layers.BatchNorm
+  assert layers.make_norm(True, jnp.float32, axis_name='batch').func is (
+      nn.BatchNorm)
