@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from flax_attn import ops
 from flax_attn.models import layers
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
@@ -43,11 +44,11 @@ def test_value_and_gradients_equal_lax(x_shape, kernel_shape, strides,
 
 def test_kernel_gradient_over_several_chunks(monkeypatch):
   # A tiny patch budget forces the loop over batch chunks (scan).
-  monkeypatch.setattr(layers, '_PATCH_BYTES_PER_CHUNK', 3000)
+  monkeypatch.setattr(ops, '_PATCH_BYTES_PER_CHUNK', 3000)
   x = jax.random.normal(jax.random.key(0), (12, 6, 6, 4))
   g = jax.random.normal(jax.random.key(1), (12, 6, 6, 5))
   padding = ((1, 1), (1, 1))
-  got = jax.jit(lambda x, g: layers._kernel_grad_im2col(
+  got = jax.jit(lambda x, g: ops._kernel_grad_im2col(
       x, g, (3, 3, 4, 5), (1, 1), padding))(x, g)
   conv = lambda k: lax.conv_general_dilated(x, k, (1, 1), padding,
                                             dimension_numbers=NHWC)
@@ -79,6 +80,54 @@ def test_grouped_and_string_padding_fall_back_to_lax():
                                   dimension_numbers=NHWC,
                                   feature_group_count=2)
   chex.assert_trees_all_close(grouped, want)
+
+
+# (x shape, kernel shape HWIO, strides, padding, dilation, groups): depthwise
+# (MGAN), depthwise with a multiplier, HGA's 4-in-1-out groups, ResNeXt-like
+# 2 x 2 groups, strided, dilated (SK) and asymmetric.
+@pytest.mark.parametrize('x_shape,kernel_shape,strides,padding,dilation,groups', [
+    ((3, 9, 9, 8), (7, 7, 1, 8), (1, 1), ((3, 3), (3, 3)), (1, 1), 8),
+    ((2, 8, 8, 4), (3, 3, 1, 8), (1, 1), ((1, 1), (1, 1)), (1, 1), 4),
+    ((3, 9, 9, 8), (3, 3, 4, 2), (1, 1), ((1, 1), (1, 1)), (1, 1), 2),
+    ((2, 10, 11, 8), (5, 3, 2, 8), (2, 1), ((2, 1), (1, 1)), (1, 1), 4),
+    ((2, 12, 12, 6), (3, 3, 2, 6), (2, 2), ((2, 2), (2, 2)), (2, 2), 3),
+])
+def test_grouped_conv_taps_equal_lax(x_shape, kernel_shape, strides, padding,
+                                     dilation, groups):
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  kernel = jax.random.normal(jax.random.key(1), kernel_shape)
+
+  def loss(conv, x, kernel):
+    y = conv(x, kernel, strides, padding, rhs_dilation=dilation,
+             dimension_numbers=NHWC, feature_group_count=groups)
+    return jnp.sum(jnp.sin(y)), y
+
+  fast = jax.jit(jax.value_and_grad(
+      lambda x, k: loss(ops.conv_general_dilated, x, k), (0, 1),
+      has_aux=True))
+  (_, got), got_grads = fast(x, kernel)
+  (_, want), want_grads = jax.value_and_grad(
+      lambda x, k: loss(lax.conv_general_dilated, x, k), (0, 1),
+      has_aux=True)(x, kernel)
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(got_grads, want_grads, rtol=1e-5, atol=5e-5)
+  # On CPU the taps replace every convolution of the step.
+  hlo = fast.lower(x, kernel).compile().as_text()
+  assert ('convolution(' in hlo) == (jax.default_backend() != 'cpu')
+
+
+def test_grouped_conv_taps_over_several_chunks(monkeypatch):
+  monkeypatch.setattr(ops, '_PATCH_BYTES_PER_CHUNK', 2000)
+  x = jax.random.normal(jax.random.key(0), (6, 5, 5, 4))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 4))
+  g = jax.random.normal(jax.random.key(2), (6, 5, 5, 4))
+  args = ((1, 1), ((1, 1), (1, 1)))
+  got = jax.vjp(lambda k: ops._grouped_conv_taps(x, k, *args, (1, 1), 4),
+                kernel)[1](g)[0]
+  want = jax.vjp(lambda k: lax.conv_general_dilated(
+      x, k, *args, dimension_numbers=NHWC, feature_group_count=4),
+                 kernel)[1](g)[0]
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-4)
 
 
 def test_make_conv_uses_it_and_keeps_parameter_names():

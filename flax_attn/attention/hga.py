@@ -45,6 +45,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from flax_attn.ops import conv_general_dilated
 from flax_attn.registry import register_attention
 
 # Channels each MFE output channel reads (the C/4 groups of C inputs).
@@ -94,6 +95,7 @@ class MultiScaleFeatureExploitation(nn.Module):
     for k in self.kernel_sizes:
       branches.append(nn.Conv(branch_channels, (k, k), padding=k // 2,
                               feature_group_count=branch_channels,
+                              conv_general_dilated=conv_general_dilated,
                               use_bias=False, dtype=self.dtype,
                               name=f'conv{k}x{k}')(x))
     return jnp.concatenate(branches, axis=-1)

@@ -43,6 +43,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flax_attn.ops import conv_general_dilated
 from flax_attn.registry import register_attention
 
 
@@ -61,6 +62,7 @@ class MultiGrainSpatialAttention(nn.Module):
     k, sk = self.kernel_size, self.spatial_kernel_size
     s = nn.Conv(channels, (k, k), padding=k // 2,
                 feature_group_count=channels, dtype=self.dtype,
+                conv_general_dilated=conv_general_dilated,
                 name='depthwise')(x)                                 # step 2
     pooled = jnp.concatenate([jnp.max(s, axis=-1, keepdims=True),    # step 3
                               jnp.mean(s, axis=-1, keepdims=True)],  # step 4

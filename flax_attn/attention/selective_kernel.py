@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from flax_attn.attention.common import make_divisible
+from flax_attn.ops import conv_general_dilated
 from flax_attn.registry import register_attention
 
 
@@ -51,7 +52,8 @@ def _default_conv(dtype):
     return nn.Conv(features, kernel_size, strides,
                    padding=((pad, pad), (pad, pad)),
                    kernel_dilation=(dilation, dilation), use_bias=False,
-                   dtype=dtype, **kwargs)
+                   dtype=dtype, conv_general_dilated=conv_general_dilated,
+                   **kwargs)
 
   return conv
 

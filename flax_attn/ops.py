@@ -1,0 +1,287 @@
+"""Convolution primitives that XLA:CPU runs slowly, computed faster.
+
+`conv_general_dilated` has `lax.conv_general_dilated`'s signature and
+results; model code passes it to `nn.Conv` (see `models.layers.make_conv`).
+On GPU/TPU it is XLA's own convolution. Measurements: benchmarks/README.md.
+This module imports nothing from flax_attn, so attention modules and
+backbones can both use it.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# Bytes of im2col patches one step of the CPU weight-gradient loop builds:
+# a few images at a time keeps them in cache (benchmarks/README.md).
+_PATCH_BYTES_PER_CHUNK = 4 << 20
+
+
+def _patches(x, kernel_size, strides, padding):
+  """im2col of an NHWC batch: (N, Ho, Wo, kh * kw * C), tap-major."""
+  (kh, kw), (sh, sw) = kernel_size, strides
+  (pt, pb), (pl, pr) = padding
+  n, h, w, c = x.shape
+  ho = (h + pt + pb - kh) // sh + 1
+  wo = (w + pl + pr - kw) // sw + 1
+  if pt or pb or pl or pr:
+    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  taps = [lax.slice(x, (0, i, j, 0),
+                    (n, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
+                    (1, sh, sw, 1))
+          for i in range(kh) for j in range(kw)]
+  return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+
+
+def _kernel_grad_im2col(x, g, kernel_shape, strides, padding):
+  """dL/dkernel of a stride/padding NHWC x HWIO convolution, as matmuls.
+
+  sum over images of patches(x)^T @ g, a few images per loop step. XLA:CPU
+  computes the same gradient as a convolution whose window is the whole
+  output map, several times slower than this (up to 10x at 32 x 32).
+  """
+  kh, kw, ci, co = kernel_shape
+  n = x.shape[0]
+  ho, wo = g.shape[1], g.shape[2]
+  per_image = ho * wo * kh * kw * ci * x.dtype.itemsize
+  chunk = max(1, min(n, _PATCH_BYTES_PER_CHUNK // max(per_image, 1)))
+  if kh == kw == 1:  # no patches to build: one matmul over the whole batch
+    chunk = n
+  while n % chunk:
+    chunk -= 1
+
+  # The narrower operand goes first: XLA:CPU's matmul runs this
+  # contraction over the long (pixel) axis up to 2x faster that way round.
+  g_first = co <= kh * kw * ci
+
+  def chunk_grad(xc, gc):
+    p = _patches(xc, (kh, kw), strides, padding).reshape(-1, kh * kw * ci)
+    gc = gc.reshape(-1, co)
+    lhs, rhs = (gc, p) if g_first else (p, gc)
+    return lax.dot_general(lhs, rhs, (((0,), (0,)), ((), ())),
+                           preferred_element_type=jnp.float32)
+
+  if chunk == n:
+    grad = chunk_grad(x, g)
+  else:
+    xs = x.reshape((n // chunk, chunk) + x.shape[1:])
+    gs = g.reshape((n // chunk, chunk) + g.shape[1:])
+    shape = (co, kh * kw * ci) if g_first else (kh * kw * ci, co)
+    grad, _ = lax.scan(lambda acc, xg: (acc + chunk_grad(*xg), None),
+                       jnp.zeros(shape, jnp.float32), (xs, gs))
+  return (grad.T if g_first else grad).reshape(kernel_shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_nhwc(x, kernel, strides, padding):
+  return lax.conv_general_dilated(x, kernel, strides, padding,
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _conv_nhwc_fwd(x, kernel, strides, padding):
+  return _conv_nhwc(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv_nhwc_bwd(strides, padding, residuals, g):
+  x, kernel = residuals
+  xla_conv = functools.partial(lax.conv_general_dilated,
+                               window_strides=strides, padding=padding,
+                               dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  _, input_vjp = jax.vjp(lambda v: xla_conv(v, kernel), x)
+  (dx,) = input_vjp(g)
+  _, kernel_vjp = jax.vjp(lambda k: xla_conv(x, k), kernel)
+
+  def xla_kernel_grad(x, g):
+    return kernel_vjp(g)[0]
+
+  def cpu_kernel_grad(x, g):
+    return _kernel_grad_im2col(x, g, kernel.shape, strides,
+                               padding).astype(kernel.dtype)
+
+  dk = lax.platform_dependent(x, g, cpu=cpu_kernel_grad,
+                              default=xla_kernel_grad)
+  return dx, dk
+
+
+_conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
+
+
+# Grouped convolutions with at most this many (input x output) channels per
+# group run as per-tap multiply-adds on CPU, where XLA's grouped kernels are
+# 10-50x slower than the arithmetic needs (benchmarks/README.md).
+_TAP_CONV_MAX_GROUP_CHANNELS = 16
+
+
+def _tap_slices(x, kernel_hw, strides, dilation, out_hw):
+  """The kh * kw input windows of a padded N, H, W, ... x, one per tap."""
+  (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel_hw, strides, dilation, out_hw
+  rest = x.shape[3:]
+  for i in range(kh):
+    for j in range(kw):
+      yield i, j, lax.slice(
+          x, (0, i * dh, j * dw) + (0,) * len(rest),
+          (x.shape[0], i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1)
+          + rest, (1, sh, sw) + (1,) * len(rest))
+
+
+def _per_channel_taps(kernel, groups):
+  """HWIO grouped kernel -> (kh, kw, out per group, C): tap weights per input
+  channel, one row per output channel of the group."""
+  kh, kw, cin_g, cout = kernel.shape
+  cout_g = cout // groups
+  return kernel.reshape(kh, kw, cin_g, groups, cout_g).transpose(
+      0, 1, 4, 3, 2).reshape(kh, kw, cout_g, groups * cin_g)
+
+
+def _tap_conv_out_hw(x_shape, kernel_shape, strides, padding, dilation):
+  return tuple(
+      (x_shape[1 + a] + sum(padding[a])
+       - dilation[a] * (kernel_shape[a] - 1) - 1) // strides[a] + 1
+      for a in range(2))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _grouped_conv_taps(x, kernel, strides, padding, dilation, groups):
+  """A grouped NHWC x HWIO convolution as kh * kw channelwise multiply-adds.
+
+  Each output channel o of group g is sum over taps and over the group's
+  input channels k of x_tap[g * cin + k] * w[tap, k, o]: the taps accumulate
+  per input channel (one fused elementwise loop), then the group's cin
+  channels are summed. Same FLOPs as the convolution.
+  """
+  return _grouped_conv_taps_fwd(x, kernel, strides, padding, dilation,
+                                groups)[0]
+
+
+def _grouped_conv_taps_fwd(x, kernel, strides, padding, dilation, groups):
+  kh, kw, cin_g, cout = kernel.shape
+  cout_g = cout // groups
+  n = x.shape[0]
+  ho, wo = _tap_conv_out_hw(x.shape, kernel.shape, strides, padding, dilation)
+  taps = _per_channel_taps(kernel, groups)
+  xp = jnp.pad(x, ((0, 0),) + tuple(padding) + ((0, 0),))
+  outs = []
+  for o in range(cout_g):
+    acc = None
+    for i, j, window in _tap_slices(xp, (kh, kw), strides, dilation,
+                                    (ho, wo)):
+      term = window * taps[i, j, o]
+      acc = term if acc is None else acc + term
+    outs.append(acc.reshape(n, ho, wo, groups, cin_g).sum(-1))
+  y = jnp.stack(outs, -1).reshape(n, ho, wo, cout)
+  return y, (x, kernel)
+
+
+def _grouped_conv_taps_bwd(strides, padding, dilation, groups, residuals, g):
+  x, kernel = residuals
+  kh, kw, cin_g, cout = kernel.shape
+  cout_g = cout // groups
+  n, h, w, c = x.shape
+  ho, wo = g.shape[1], g.shape[2]
+  taps = _per_channel_taps(kernel, groups)
+  # Each output channel's cotangent, repeated over its group's inputs.
+  g_in = jnp.repeat(g.reshape(n, ho, wo, groups, cout_g), cin_g,
+                    axis=3).reshape(n, ho, wo, groups * cin_g, cout_g)
+
+  # dx: the cotangent spread back over the padded input (stride by interior
+  # padding), then correlated with the flipped taps.
+  (sh, sw), (dh, dw) = strides, dilation
+  hp, wp = h + sum(padding[0]), w + sum(padding[1])
+  reach_h, reach_w = dh * (kh - 1), dw * (kw - 1)
+  spread = lax.pad(
+      g_in, jnp.zeros((), g.dtype),
+      ((0, 0, 0), (reach_h, hp - (ho - 1) * sh - 1, sh - 1),
+       (reach_w, wp - (wo - 1) * sw - 1, sw - 1), (0, 0, 0), (0, 0, 0)))
+  dxp = None
+  for i, j, window in _tap_slices(spread, (kh, kw), (1, 1), dilation,
+                                  (hp, wp)):
+    term = jnp.sum(window * taps[kh - 1 - i, kw - 1 - j].T, -1)
+    dxp = term if dxp is None else dxp + term
+  (pt, _), (pl, _) = padding
+  dx = dxp[:, pt:pt + h, pl:pl + w]
+
+  # dkernel: per tap and input channel, sum of window * cotangent over the
+  # batch and positions, a few images per loop step (cache-sized).
+  def chunk_grad(xc, gc):
+    xcp = jnp.pad(xc, ((0, 0),) + tuple(padding) + ((0, 0),))
+    return jnp.stack([
+        jnp.einsum('nhwc,nhwco->oc', window, gc)
+        for _, _, window in _tap_slices(xcp, (kh, kw), strides, dilation,
+                                        (ho, wo))])
+
+  per_image = (h + sum(padding[0])) * (w + sum(padding[1])) * c * 4 * kh * kw
+  chunk = max(1, min(n, _PATCH_BYTES_PER_CHUNK // max(per_image, 1)))
+  while n % chunk:
+    chunk -= 1
+  if chunk == n:
+    dtaps = chunk_grad(x, g_in)
+  else:
+    xs = x.reshape((n // chunk, chunk) + x.shape[1:])
+    gs = g_in.reshape((n // chunk, chunk) + g_in.shape[1:])
+    dtaps, _ = lax.scan(lambda acc, xg: (acc + chunk_grad(*xg), None),
+                        jnp.zeros((kh * kw, cout_g, c), jnp.float32),
+                        (xs, gs))
+  dkernel = dtaps.reshape(kh, kw, cout_g, groups, cin_g).transpose(
+      0, 1, 4, 3, 2).reshape(kernel.shape)
+  return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+_grouped_conv_taps.defvjp(_grouped_conv_taps_fwd, _grouped_conv_taps_bwd)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None,
+                         feature_group_count=1, batch_group_count=1,
+                         precision=None, preferred_element_type=None):
+  """`lax.conv_general_dilated`, faster where XLA:CPU is slow.
+
+  Same arguments and results. For a 2-D NHWC x HWIO convolution with
+  explicit padding, compiled for CPU:
+  * a plain (undilated, ungrouped) one gets its kernel gradient from
+    `_kernel_grad_im2col`;
+  * a grouped one with few channels per group (depthwise, HGA's MFE) runs as
+    per-tap multiply-adds (`_grouped_conv_taps`).
+  On other backends, and for every other convolution, this is
+  `lax.conv_general_dilated` itself.
+  """
+  xla_conv = functools.partial(
+      lax.conv_general_dilated, window_strides=window_strides,
+      padding=padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers,
+      feature_group_count=feature_group_count,
+      batch_group_count=batch_group_count, precision=precision,
+      preferred_element_type=preferred_element_type)
+  nhwc_2d = (lhs.ndim == 4 and batch_group_count == 1 and precision is None
+             and preferred_element_type is None
+             and not isinstance(padding, str)
+             and all(d == 1 for d in (lhs_dilation or (1, 1)))
+             and _is_nhwc_hwio(dimension_numbers, lhs.ndim))
+  if not nhwc_2d:
+    return xla_conv(lhs, rhs)
+  strides = tuple(window_strides)
+  padding = tuple(tuple(p) for p in padding)
+  dilation = tuple(rhs_dilation or (1, 1))
+  if feature_group_count == 1:
+    if any(d != 1 for d in dilation):
+      return xla_conv(lhs, rhs)
+    return _conv_nhwc(lhs, rhs, strides, padding)
+  group_channels = rhs.shape[2] * rhs.shape[3] // feature_group_count
+  if group_channels > _TAP_CONV_MAX_GROUP_CHANNELS:
+    return xla_conv(lhs, rhs)
+  return lax.platform_dependent(
+      lhs, rhs, default=xla_conv,
+      cpu=functools.partial(_grouped_conv_taps, strides=strides,
+                            padding=padding, dilation=dilation,
+                            groups=feature_group_count))
+
+
+def _is_nhwc_hwio(dimension_numbers, ndim: int) -> bool:
+  nhwc = lax.conv_dimension_numbers((1,) * ndim, (1,) * ndim,
+                                    ('NHWC', 'HWIO', 'NHWC'))
+  if dimension_numbers is None:
+    return False
+  if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
+    return dimension_numbers == nhwc
+  return tuple(dimension_numbers) == ('NHWC', 'HWIO', 'NHWC')
