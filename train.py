@@ -10,6 +10,9 @@ import os
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+if __name__ == '__main__':
+  import launch_env  # noqa: E402
+  launch_env.reexec_with_huge_pages()
 
 from absl import app, logging  # noqa: E402
 
