@@ -108,9 +108,10 @@ def _conv_nhwc_bwd(strides, padding, residuals, g):
 _conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
 
 
-# Grouped convolutions with at most this many (input x output) channels per
-# group run as per-tap multiply-adds on CPU, where XLA's grouped kernels are
-# 10-50x slower than the arithmetic needs (benchmarks/README.md).
+# Convolutions with at most this many (input x output) channels per group run
+# as per-tap multiply-adds on CPU: XLA's grouped kernels are 10-50x slower
+# than the arithmetic needs there, and its kernels for 2 -> 1 channel spatial
+# masks (CBAM, MGAN) about 1.7x (benchmarks/README.md).
 _TAP_CONV_MAX_GROUP_CHANNELS = 16
 
 
@@ -239,10 +240,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
 
   Same arguments and results. For a 2-D NHWC x HWIO convolution with
   explicit padding, compiled for CPU:
-  * a plain (undilated, ungrouped) one gets its kernel gradient from
+  * any other plain (undilated, ungrouped) one gets its kernel gradient from
     `_kernel_grad_im2col`;
-  * a grouped one with few channels per group (depthwise, HGA's MFE) runs as
-    per-tap multiply-adds (`_grouped_conv_taps`).
+  * one with few channels per group (depthwise, HGA's MFE, 2 -> 1 spatial
+    masks) runs as per-tap multiply-adds (`_grouped_conv_taps`).
   On other backends, and for every other convolution, this is
   `lax.conv_general_dilated` itself.
   """
@@ -263,12 +264,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   strides = tuple(window_strides)
   padding = tuple(tuple(p) for p in padding)
   dilation = tuple(rhs_dilation or (1, 1))
-  if feature_group_count == 1:
-    if any(d != 1 for d in dilation):
-      return xla_conv(lhs, rhs)
-    return _conv_nhwc(lhs, rhs, strides, padding)
   group_channels = rhs.shape[2] * rhs.shape[3] // feature_group_count
   if group_channels > _TAP_CONV_MAX_GROUP_CHANNELS:
+    if feature_group_count == 1 and all(d == 1 for d in dilation):
+      return _conv_nhwc(lhs, rhs, strides, padding)
     return xla_conv(lhs, rhs)
   return lax.platform_dependent(
       lhs, rhs, default=xla_conv,

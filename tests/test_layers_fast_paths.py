@@ -84,13 +84,14 @@ def test_grouped_and_string_padding_fall_back_to_lax():
 
 # (x shape, kernel shape HWIO, strides, padding, dilation, groups): depthwise
 # (MGAN), depthwise with a multiplier, HGA's 4-in-1-out groups, ResNeXt-like
-# 2 x 2 groups, strided, dilated (SK) and asymmetric.
+# 2 x 2 groups, strided, dilated (SK), asymmetric, and CBAM's 2 -> 1 mask.
 @pytest.mark.parametrize('x_shape,kernel_shape,strides,padding,dilation,groups', [
     ((3, 9, 9, 8), (7, 7, 1, 8), (1, 1), ((3, 3), (3, 3)), (1, 1), 8),
     ((2, 8, 8, 4), (3, 3, 1, 8), (1, 1), ((1, 1), (1, 1)), (1, 1), 4),
     ((3, 9, 9, 8), (3, 3, 4, 2), (1, 1), ((1, 1), (1, 1)), (1, 1), 2),
     ((2, 10, 11, 8), (5, 3, 2, 8), (2, 1), ((2, 1), (1, 1)), (1, 1), 4),
     ((2, 12, 12, 6), (3, 3, 2, 6), (2, 2), ((2, 2), (2, 2)), (2, 2), 3),
+    ((2, 9, 9, 2), (7, 7, 2, 1), (1, 1), ((3, 3), (3, 3)), (1, 1), 1),
 ])
 def test_grouped_conv_taps_equal_lax(x_shape, kernel_shape, strides, padding,
                                      dilation, groups):

@@ -68,6 +68,7 @@ class MultiGrainSpatialAttention(nn.Module):
                               jnp.mean(s, axis=-1, keepdims=True)],  # step 4
                              axis=-1)
     mask = nn.sigmoid(nn.Conv(1, (sk, sk), padding=sk // 2, dtype=self.dtype,
+                              conv_general_dilated=conv_general_dilated,
                               name='mask_conv')(pooled))             # step 5
     return x * mask, mask                                            # step 6
 
