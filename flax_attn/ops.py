@@ -161,8 +161,10 @@ def _grouped_conv_taps_fwd(x, kernel, strides, padding, dilation, groups):
   cout_g = cout // groups
   n = x.shape[0]
   ho, wo = _tap_conv_out_hw(x.shape, kernel.shape, strides, padding, dilation)
-  taps = _per_channel_taps(kernel, groups)
-  xp = jnp.pad(x, ((0, 0),) + tuple(padding) + ((0, 0),))
+  # Accumulated in float32 (as XLA's convolutions do) for bf16 inputs.
+  acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+  taps = _per_channel_taps(kernel, groups).astype(acc_dtype)
+  xp = jnp.pad(x, ((0, 0),) + tuple(padding) + ((0, 0),)).astype(acc_dtype)
   outs = []
   for o in range(cout_g):
     acc = None
@@ -172,7 +174,7 @@ def _grouped_conv_taps_fwd(x, kernel, strides, padding, dilation, groups):
       acc = term if acc is None else acc + term
     outs.append(acc.reshape(n, ho, wo, groups, cin_g).sum(-1))
   y = jnp.stack(outs, -1).reshape(n, ho, wo, cout)
-  return y, (x, kernel)
+  return y.astype(x.dtype), (x, kernel)
 
 
 def _grouped_conv_taps_bwd(strides, padding, dilation, groups, residuals, g):
@@ -181,7 +183,10 @@ def _grouped_conv_taps_bwd(strides, padding, dilation, groups, residuals, g):
   cout_g = cout // groups
   n, h, w, c = x.shape
   ho, wo = g.shape[1], g.shape[2]
-  taps = _per_channel_taps(kernel, groups)
+  acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+  taps = _per_channel_taps(kernel, groups).astype(acc_dtype)
+  x = x.astype(acc_dtype)
+  g = g.astype(acc_dtype)
   # Each output channel's cotangent, repeated over its group's inputs.
   g_in = jnp.repeat(g.reshape(n, ho, wo, groups, cout_g), cin_g,
                     axis=3).reshape(n, ho, wo, groups * cin_g, cout_g)
@@ -226,7 +231,7 @@ def _grouped_conv_taps_bwd(strides, padding, dilation, groups, residuals, g):
                         (xs, gs))
   dkernel = dtaps.reshape(kh, kw, cout_g, groups, cin_g).transpose(
       0, 1, 4, 3, 2).reshape(kernel.shape)
-  return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+  return dx.astype(residuals[0].dtype), dkernel.astype(kernel.dtype)
 
 
 _grouped_conv_taps.defvjp(_grouped_conv_taps_fwd, _grouped_conv_taps_bwd)

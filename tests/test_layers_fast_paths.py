@@ -56,18 +56,25 @@ def test_kernel_gradient_over_several_chunks(monkeypatch):
   chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-4)
 
 
-def test_bfloat16_compute_keeps_dtypes():
-  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4), jnp.bfloat16)
-  kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 4), jnp.bfloat16)
-  grads = jax.jit(jax.grad(_loss, (1, 2)), static_argnums=(0, 3, 4))(
-      layers.conv_general_dilated, x, kernel, (1, 1), ((1, 1), (1, 1)))
-  want = jax.jit(jax.grad(_loss, (1, 2)), static_argnums=(0, 3, 4))(
-      lax.conv_general_dilated, x, kernel, (1, 1), ((1, 1), (1, 1)))
-  assert grads[0].dtype == grads[1].dtype == jnp.bfloat16
-  chex.assert_trees_all_close(
-      jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), grads),
-      jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), want),
-      rtol=3e-2, atol=3e-2)
+# (3, 3, 4, 8): the im2col kernel-gradient path; (3, 3, 4, 4): the tap path.
+@pytest.mark.parametrize('kernel_shape', [(3, 3, 4, 8), (3, 3, 4, 4)])
+def test_bfloat16_compute_keeps_dtypes_and_precision(kernel_shape):
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+  kernel = jax.random.normal(jax.random.key(1), kernel_shape)
+  grad = jax.jit(jax.grad(_loss, (1, 2)), static_argnums=(0, 3, 4))
+  args = ((1, 1), ((1, 1), (1, 1)))
+  bf16 = lambda a: a.astype(jnp.bfloat16)
+  ours = grad(layers.conv_general_dilated, bf16(x), bf16(kernel), *args)
+  xla = grad(lax.conv_general_dilated, bf16(x), bf16(kernel), *args)
+  exact = grad(lax.conv_general_dilated, x, kernel, *args)
+  assert ours[0].dtype == ours[1].dtype == jnp.bfloat16
+  # bf16 rounding moves both away from the float32 gradients; ours may not
+  # be much further off than XLA's own bf16 convolution.
+  for got, want, ref in zip(ours, xla, exact):
+    err = float(jnp.max(jnp.abs(got.astype(jnp.float32) - ref)))
+    xla_err = float(jnp.max(jnp.abs(want.astype(jnp.float32) - ref)))
+    assert err <= 1.5 * xla_err + 0.05 * float(jnp.max(jnp.abs(ref))), (
+        err, xla_err)
 
 
 def test_grouped_and_string_padding_fall_back_to_lax():
