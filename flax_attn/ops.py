@@ -274,11 +274,23 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     if feature_group_count == 1 and all(d == 1 for d in dilation):
       return _conv_nhwc(lhs, rhs, strides, padding)
     return xla_conv(lhs, rhs)
+  return _small_group_conv(lhs, rhs, strides, padding, dilation,
+                           feature_group_count)
+
+
+# Jitted so that eager use (an un-jitted `model.init`) compiles the taps as
+# one computation rather than dispatching each of them on its own.
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _small_group_conv(x, kernel, strides, padding, dilation, groups):
+  xla_conv = functools.partial(
+      lax.conv_general_dilated, window_strides=strides, padding=padding,
+      rhs_dilation=dilation, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=groups)
   return lax.platform_dependent(
-      lhs, rhs, default=xla_conv,
+      x, kernel, default=xla_conv,
       cpu=functools.partial(_grouped_conv_taps, strides=strides,
                             padding=padding, dilation=dilation,
-                            groups=feature_group_count))
+                            groups=groups))
 
 
 def _is_nhwc_hwio(dimension_numbers, ndim: int) -> bool:

@@ -15,7 +15,7 @@ import flax_attn
 from flax_attn.attention.cbam import CBAM
 from flax_attn.attention.eca import EfficientChannelAttention
 from flax_attn.attention.se import SqueezeExcite
-from helpers import param_count, randomize_batch_stats
+from helpers import jit_init, param_count, randomize_batch_stats
 
 
 def sigmoid(v):
@@ -44,7 +44,7 @@ class SqueezeExciteTest(chex.TestCase):
   def test_matches_equations_2_to_4(self):
     x = inputs()
     module = SqueezeExcite()
-    variables = module.init(jax.random.key(1), x)
+    variables = jit_init(module, jax.random.key(1), x)
     y = self.variant(module.apply)(variables, x)
     p = jax.tree_util.tree_map(np.asarray, variables['params'])
     xn = np.asarray(x, np.float64)
@@ -69,7 +69,7 @@ class CBAMTest(chex.TestCase):
     x = inputs((2, 7, 6, 32))
     module = CBAM()
     variables = randomize_batch_stats(
-        module.init(jax.random.key(1), x), jax.random.key(2))
+        jit_init(module, jax.random.key(1), x), jax.random.key(2))
     y = self.variant(module.apply)(variables, x)
     p = jax.tree_util.tree_map(np.asarray, variables['params'])
     bs = jax.tree_util.tree_map(np.asarray, variables['batch_stats'])
@@ -108,7 +108,7 @@ class ECATest(chex.TestCase):
   def test_matches_equation_7(self):
     x = inputs((2, 5, 5, 128))
     module = EfficientChannelAttention()
-    variables = module.init(jax.random.key(1), x)
+    variables = jit_init(module, jax.random.key(1), x)
     y = self.variant(module.apply)(variables, x)
     w = np.asarray(variables['params']['conv']['kernel'])[:, 0, 0]
     k = w.shape[0]
@@ -125,7 +125,7 @@ def test_bfloat16_compute(name):
   x = inputs((2, 6, 6, 64))
   cls = type(flax_attn.get_attention(name)())
   m32, m16 = cls(), cls(dtype=jnp.bfloat16)
-  variables = m32.init(jax.random.key(0), x)
+  variables = jit_init(m32, jax.random.key(0), x)
   y16 = m16.apply(variables, x.astype(jnp.bfloat16))
   assert y16.dtype == jnp.bfloat16
   y32 = m32.apply(variables, x)

@@ -26,7 +26,7 @@ from flax_attn.models.layers import make_conv, make_norm
 from flax_attn.models.resnet import Bottleneck
 from flax_attn.models.zoo.comparators import (NonLocalBottleneck,
                                               SimAMBasicBlock, SimAMBottleneck)
-from helpers import abstract_variables, model_param_count, param_count
+from helpers import jit_init, abstract_variables, model_param_count, param_count
 
 RESNET18, RESNET50 = 11_689_512, 25_557_032
 
@@ -133,7 +133,7 @@ class SimAMTest(chex.TestCase):
     x = inputs((2, 5, 6, 8)) * 3 + 1
     for e_lambda in (1e-4, 0.1):
       module = SimAM(e_lambda=e_lambda)
-      variables = module.init(jax.random.key(0), x)
+      variables = jit_init(module, jax.random.key(0), x)
       assert not jax.tree_util.tree_leaves(variables)  # parameter-free
       y = self.variant(module.apply)(variables, x)
       chex.assert_trees_all_close(np.asarray(y), simam_reference(x, e_lambda),

@@ -10,7 +10,8 @@ import pytest
 
 import flax_attn
 from flax_attn.models import ResNet
-from helpers import abstract_variables, model_param_count, param_count
+from helpers import (abstract_variables, init_variables, model_param_count,
+                     param_count)
 
 # torchvision / timm parameter counts at 1000 classes (their model summaries).
 REFERENCE_PARAMS = {
@@ -89,7 +90,7 @@ def test_backbone_with_attention_runs_under_jit(backbone, attn):
   tiny = {} if backbone == 'resnet20' else dict(stem='small', **TINY)
   model = flax_attn.create_model(backbone, num_classes=7, attn=attn, **tiny)
   x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
-  variables = model.init(jax.random.key(0), x, train=False)
+  variables = init_variables(model, x, train=False)
   logits, state = jax.jit(functools.partial(
       model.apply, train=True, mutable=['batch_stats']))(variables, x)
   chex.assert_shape(logits, (2, 7))
@@ -103,7 +104,7 @@ def test_backbone_with_attention_runs_under_jit(backbone, attn):
 def test_imagenet_stem_output_sizes():
   model = flax_attn.create_model('resnet18', 5, **TINY)
   x = jnp.zeros((1, 64, 64, 3))
-  variables = model.init(jax.random.key(0), x)
+  variables = init_variables(model, x)
   feats = flax_attn.extract_features(model, variables, x)
   chex.assert_shape(feats['stem'], (1, 32, 32, 8))  # 7x7/2, before max-pool
   chex.assert_shape(feats['stage1'], (1, 16, 16, 16))
@@ -136,7 +137,7 @@ def test_every_registered_attention_plugs_into_basic_and_bottleneck():
 def test_intermediates_include_attention_maps():
   model = flax_attn.create_model('cbam_resnet18', 4, stem='small', **TINY)
   x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
-  variables = model.init(jax.random.key(1), x)
+  variables = init_variables(model, x, seed=1)
   feats = flax_attn.extract_features(model, variables, x)
   for key in ('stem', 'stage1', 'stage2', 'stage3', 'stage4', 'pre_logits',
               'logits'):
@@ -152,7 +153,7 @@ def test_fcn_head_gives_class_activation_map():
   model = flax_attn.create_model('resnet18', 6, head='fcn', stem='small',
                                  **TINY)
   x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
-  variables = model.init(jax.random.key(1), x)
+  variables = init_variables(model, x, seed=1)
   feats = flax_attn.extract_features(model, variables, x)
   chex.assert_shape(feats['cam'], (2, 2, 2, 6))
   np.testing.assert_allclose(feats['logits'], feats['cam'].mean(axis=(1, 2)),
@@ -176,8 +177,8 @@ def test_bfloat16_compute_keeps_float32_params_and_matches():
   m32 = flax_attn.create_model('cifar_resnet8', 5, attn='se', width=8)
   m16 = flax_attn.create_model('cifar_resnet8', 5, attn='se', width=8,
                                dtype='bfloat16')
-  variables = m32.init(jax.random.key(1), x)
-  v16 = m16.init(jax.random.key(1), x)
+  variables = init_variables(m32, x, seed=1)
+  v16 = init_variables(m16, x, seed=1)
   assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(v16))
   # Non-trivial logits: train-mode BN normalises each layer.
   f = lambda m: m.apply(variables, x, train=True, mutable=['batch_stats'])[0]
