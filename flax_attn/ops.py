@@ -35,6 +35,26 @@ def _patches(x, kernel_size, strides, padding):
   return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
 
 
+def _batch_chunk(n: int, per_image_bytes: int) -> int:
+  """Images per loop step: a divisor of n whose work fits the byte budget."""
+  chunk = max(1, min(n, _PATCH_BYTES_PER_CHUNK // max(per_image_bytes, 1)))
+  while n % chunk:
+    chunk -= 1
+  return chunk
+
+
+def _sum_over_batch_chunks(fn, x, g, chunk, out_shape):
+  """sum of fn(x_chunk, g_chunk) over the batch, `chunk` images per step."""
+  n = x.shape[0]
+  if chunk == n:
+    return fn(x, g)
+  xs = x.reshape((n // chunk, chunk) + x.shape[1:])
+  gs = g.reshape((n // chunk, chunk) + g.shape[1:])
+  total, _ = lax.scan(lambda acc, xg: (acc + fn(*xg), None),
+                      jnp.zeros(out_shape, jnp.float32), (xs, gs))
+  return total
+
+
 def _kernel_grad_im2col(x, g, kernel_shape, strides, padding):
   """dL/dkernel of a stride/padding NHWC x HWIO convolution, as matmuls.
 
@@ -45,12 +65,10 @@ def _kernel_grad_im2col(x, g, kernel_shape, strides, padding):
   kh, kw, ci, co = kernel_shape
   n = x.shape[0]
   ho, wo = g.shape[1], g.shape[2]
-  per_image = ho * wo * kh * kw * ci * x.dtype.itemsize
-  chunk = max(1, min(n, _PATCH_BYTES_PER_CHUNK // max(per_image, 1)))
   if kh == kw == 1:  # no patches to build: one matmul over the whole batch
     chunk = n
-  while n % chunk:
-    chunk -= 1
+  else:
+    chunk = _batch_chunk(n, ho * wo * kh * kw * ci * x.dtype.itemsize)
 
   # The narrower operand goes first: XLA:CPU's matmul runs this
   # contraction over the long (pixel) axis up to 2x faster that way round.
@@ -63,14 +81,8 @@ def _kernel_grad_im2col(x, g, kernel_shape, strides, padding):
     return lax.dot_general(lhs, rhs, (((0,), (0,)), ((), ())),
                            preferred_element_type=jnp.float32)
 
-  if chunk == n:
-    grad = chunk_grad(x, g)
-  else:
-    xs = x.reshape((n // chunk, chunk) + x.shape[1:])
-    gs = g.reshape((n // chunk, chunk) + g.shape[1:])
-    shape = (co, kh * kw * ci) if g_first else (kh * kw * ci, co)
-    grad, _ = lax.scan(lambda acc, xg: (acc + chunk_grad(*xg), None),
-                       jnp.zeros(shape, jnp.float32), (xs, gs))
+  shape = (co, kh * kw * ci) if g_first else (kh * kw * ci, co)
+  grad = _sum_over_batch_chunks(chunk_grad, x, g, chunk, shape)
   return (grad.T if g_first else grad).reshape(kernel_shape)
 
 
@@ -217,18 +229,9 @@ def _grouped_conv_taps_bwd(strides, padding, dilation, groups, residuals, g):
         for _, _, window in _tap_slices(xcp, (kh, kw), strides, dilation,
                                         (ho, wo))])
 
-  per_image = (h + sum(padding[0])) * (w + sum(padding[1])) * c * 4 * kh * kw
-  chunk = max(1, min(n, _PATCH_BYTES_PER_CHUNK // max(per_image, 1)))
-  while n % chunk:
-    chunk -= 1
-  if chunk == n:
-    dtaps = chunk_grad(x, g_in)
-  else:
-    xs = x.reshape((n // chunk, chunk) + x.shape[1:])
-    gs = g_in.reshape((n // chunk, chunk) + g_in.shape[1:])
-    dtaps, _ = lax.scan(lambda acc, xg: (acc + chunk_grad(*xg), None),
-                        jnp.zeros((kh * kw, cout_g, c), jnp.float32),
-                        (xs, gs))
+  chunk = _batch_chunk(n, hp * wp * c * 4 * kh * kw)
+  dtaps = _sum_over_batch_chunks(chunk_grad, x, g_in, chunk,
+                                 (kh * kw, cout_g, c))
   dkernel = dtaps.reshape(kh, kw, cout_g, groups, cin_g).transpose(
       0, 1, 4, 3, 2).reshape(kernel.shape)
   return dx.astype(residuals[0].dtype), dkernel.astype(kernel.dtype)
