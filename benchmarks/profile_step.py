@@ -17,6 +17,7 @@ import glob
 import gzip
 import json
 import os
+import re
 import sys
 import time
 
@@ -86,6 +87,19 @@ for k, v in agg.items():
     key = 'ynn:' + ('conv' if 'conv_general' in opn else opn.split('/')[-1])
   cat[key] += v
 tot = sum(cat.values())
+# Time per attention module: ops whose op_name passes through a scope
+# matching argv[4] (default: the attention scopes flax_attn names 'attn').
+scope = re.compile(sys.argv[4] if len(sys.argv) > 4 else r'/(attn|stage_attn\w*)(/|$)')
+in_scope = collections.defaultdict(float)
+for k, v in agg.items():
+  if k.startswith(skip): continue
+  opn = info.get(k, ('?', '?', ''))[2]
+  if scope.search(opn):
+    in_scope[re.sub(r'\.\d+$', '', k)] += v
+print(f'ops inside {scope.pattern}: {sum(in_scope.values()):.1f} ms of {tot:.1f}'
+      f' ({sum(in_scope.values()) / max(tot, 1e-9):.1%})')
+for k, v in sorted(in_scope.items(), key=lambda kv: -kv[1])[:15]:
+  print(f'{v:8.2f} ms  {k}')
 print('total op ms', tot)
 for k, v in sorted(cat.items(), key=lambda kv: -kv[1])[:40]:
   print(f'{v:8.1f} ms {v/tot:5.1%}  {k}')
