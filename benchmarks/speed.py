@@ -129,27 +129,8 @@ def _flops(compiled) -> Optional[float]:
     return None
 
 
-def use_fast_conv_everywhere() -> None:
-  """Every flax.linen.Conv (attention modules' own convs too) computes its
-  kernel gradient as flax_attn.models.layers.conv_general_dilated does.
-
-  Benchmark-only experiment (--jax-fast-attention-convs): the backbone's
-  convs already do; this shows what the attention modules would gain.
-  """
-  import types  # pylint: disable=g-import-not-at-top
-  from jax import lax  # pylint: disable=g-import-not-at-top
-  import flax.linen.linear as linen_linear  # pylint: disable=g-import-not-at-top
-  from flax_attn.models import layers  # pylint: disable=g-import-not-at-top
-  proxy = types.SimpleNamespace(**{k: getattr(lax, k) for k in dir(lax)
-                                   if not k.startswith('__')})
-  proxy.conv_general_dilated = layers.conv_general_dilated
-  linen_linear.lax = proxy
-
-
 def run_jax(spec: Dict[str, Any]) -> Dict[str, Any]:
   """Times flax_attn.train.train_step / eval_step as train.py jits them."""
-  if spec.get('fast_attention_convs'):
-    use_fast_conv_everywhere()
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -530,7 +511,6 @@ def run_matrix(args) -> Dict[str, Any]:
                     warmup=args.warmup, eval_steps=args.eval_steps,
                     threads=threads, dtype='float32',
                     jax_cpu_devices=args.jax_cpu_devices,
-                    fast_attention_convs=args.jax_fast_attention_convs,
                     cpu=args.pin_cpu if threads == 1 else None,
                     repeat=repeat)
         result = spawn(spec, not args.no_hugepages, args.timeout)
@@ -547,7 +527,6 @@ def run_matrix(args) -> Dict[str, Any]:
               load_end=os.getloadavg(), threads=threads,
               hugepages=not args.no_hugepages,
               jax_cpu_devices=args.jax_cpu_devices,
-              jax_fast_attention_convs=args.jax_fast_attention_convs,
               rows=rows,
               runs=results, machine=_machine())
 
@@ -664,9 +643,6 @@ def parse_args(argv=None):
   p.add_argument('--pin-cpu', type=int, default=1)
   p.add_argument('--jax-cpu-devices', type=int, default=1,
                  help='split the JAX batch over this many XLA:CPU devices')
-  p.add_argument('--jax-fast-attention-convs', action='store_true',
-                 help='experiment: give the attention modules\' own convs '
-                 'the backbone\'s CPU kernel gradient (see README)')
   p.add_argument('--no-hugepages', action='store_true',
                  help='leave malloc as it is (default: GLIBC_TUNABLES='
                  'glibc.malloc.hugetlb=1 for every worker)')

@@ -1,15 +1,17 @@
 """Convolution primitives that XLA:CPU runs slowly, computed faster.
 
 `conv_general_dilated` has `lax.conv_general_dilated`'s signature and
-results; model code passes it to `nn.Conv` (see `models.layers.make_conv`).
-On GPU/TPU it is XLA's own convolution. Measurements: benchmarks/README.md.
-This module imports nothing from flax_attn, so attention modules and
-backbones can both use it.
+results; `Conv` is `nn.Conv` computing with it, for every module's
+convolutions (backbones go through `models.layers.make_conv`, which uses it
+too). On GPU/TPU it is XLA's own convolution. Measurements:
+benchmarks/README.md. This module imports nothing from flax_attn, so
+attention modules and backbones can both use it.
 """
 from __future__ import annotations
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -73,6 +75,13 @@ def _kernel_grad_im2col(x, g, kernel_shape, strides, padding):
   # The narrower operand goes first: XLA:CPU's matmul runs this
   # contraction over the long (pixel) axis up to 2x faster that way round.
   g_first = co <= kh * kw * ci
+
+  if kh == kw == 1:
+    # XLA:CPU transposes both operands for this matmul and fuses whatever
+    # elementwise chain produced x into the transpose, recomputing it there
+    # (MGAN's stage-1 attention input: 130 ms instead of ~5). The barrier
+    # makes x and g plain buffers first.
+    x, g = lax.optimization_barrier((x, g))
 
   def chunk_grad(xc, gc):
     p = _patches(xc, (kh, kw), strides, padding).reshape(-1, kh * kw * ci)
@@ -282,14 +291,18 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
       preferred_element_type=preferred_element_type)
   nhwc_2d = (lhs.ndim == 4 and batch_group_count == 1 and precision is None
              and preferred_element_type is None
-             and not isinstance(padding, str)
              and all(d == 1 for d in (lhs_dilation or (1, 1)))
              and _is_nhwc_hwio(dimension_numbers, lhs.ndim))
   if not nhwc_2d:
     return xla_conv(lhs, rhs)
   strides = tuple(window_strides)
-  padding = tuple(tuple(p) for p in padding)
   dilation = tuple(rhs_dilation or (1, 1))
+  if isinstance(padding, str):  # 'SAME' / 'VALID', nn.Conv's default
+    padding = lax.padtype_to_pads(
+        lhs.shape[1:3],
+        tuple(d * (k - 1) + 1 for d, k in zip(dilation, rhs.shape[:2])),
+        strides, padding)
+  padding = tuple(tuple(p) for p in padding)
   group_channels = rhs.shape[2] * rhs.shape[3] // feature_group_count
   if group_channels > _TAP_CONV_MAX_GROUP_CHANNELS:
     if feature_group_count == 1 and all(d == 1 for d in dilation):
@@ -312,6 +325,11 @@ def _small_group_conv(x, kernel, strides, padding, dilation, groups):
       cpu=functools.partial(_grouped_conv_taps, strides=strides,
                             padding=padding, dilation=dilation,
                             groups=groups))
+
+
+# `nn.Conv` computing with `conv_general_dilated`: what every module's
+# convolutions use, so that none misses the CPU paths above.
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 
 
 def _is_nhwc_hwio(dimension_numbers, ndim: int) -> bool:

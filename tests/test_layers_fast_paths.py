@@ -3,6 +3,8 @@
 conv_general_dilated: lax's convolution, its kernel gradient computed as
 im2col matmuls on CPU. BatchNorm: nn.BatchNorm with a closed-form backward.
 """
+import functools
+
 import chex
 import flax.linen as nn
 import jax
@@ -34,7 +36,7 @@ def test_value_and_gradients_equal_lax(x_shape, kernel_shape, strides,
   x = jax.random.normal(jax.random.key(0), x_shape)
   kernel = jax.random.normal(jax.random.key(1), kernel_shape)
   ref = jax.jit(jax.value_and_grad(_loss, (1, 2)), static_argnums=(0, 3, 4))
-  got_value, got_grads = ref(layers.conv_general_dilated, x, kernel, strides,
+  got_value, got_grads = ref(ops.conv_general_dilated, x, kernel, strides,
                              padding)
   want_value, want_grads = ref(lax.conv_general_dilated, x, kernel, strides,
                                padding)
@@ -64,7 +66,7 @@ def test_bfloat16_compute_keeps_dtypes_and_precision(kernel_shape):
   grad = jax.jit(jax.grad(_loss, (1, 2)), static_argnums=(0, 3, 4))
   args = ((1, 1), ((1, 1), (1, 1)))
   bf16 = lambda a: a.astype(jnp.bfloat16)
-  ours = grad(layers.conv_general_dilated, bf16(x), bf16(kernel), *args)
+  ours = grad(ops.conv_general_dilated, bf16(x), bf16(kernel), *args)
   xla = grad(lax.conv_general_dilated, bf16(x), bf16(kernel), *args)
   exact = grad(lax.conv_general_dilated, x, kernel, *args)
   assert ours[0].dtype == ours[1].dtype == jnp.bfloat16
@@ -77,16 +79,37 @@ def test_bfloat16_compute_keeps_dtypes_and_precision(kernel_shape):
         err, xla_err)
 
 
-def test_grouped_and_string_padding_fall_back_to_lax():
-  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
-  kernel = jax.random.normal(jax.random.key(1), (3, 3, 2, 4))
-  grouped = layers.conv_general_dilated(x, kernel, (1, 1), 'SAME',
-                                        dimension_numbers=NHWC,
-                                        feature_group_count=2)
-  want = lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
-                                  dimension_numbers=NHWC,
-                                  feature_group_count=2)
-  chex.assert_trees_all_close(grouped, want)
+# nn.Conv's default padding is the string 'SAME': it takes the fast paths
+# too (plain, strided, grouped).
+@pytest.mark.parametrize('padding', ['SAME', 'VALID'])
+@pytest.mark.parametrize('kernel_shape,groups', [((3, 3, 4, 8), 1),
+                                                 ((1, 1, 4, 6), 1),
+                                                 ((3, 3, 2, 4), 2)])
+def test_string_padding_equals_lax(padding, kernel_shape, groups):
+  x = jax.random.normal(jax.random.key(0), (2, 7, 7, 4))
+  kernel = jax.random.normal(jax.random.key(1), kernel_shape)
+
+  def loss(conv, x, k):
+    y = conv(x, k, (2, 2), padding, dimension_numbers=NHWC,
+             feature_group_count=groups)
+    return jnp.sum(y * jnp.cos(y)), y
+
+  grads = lambda conv: jax.jit(jax.value_and_grad(
+      functools.partial(loss, conv), (0, 1), has_aux=True))(x, kernel)
+  (_, got), got_grads = grads(ops.conv_general_dilated)
+  (_, want), want_grads = grads(lax.conv_general_dilated)
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(got_grads, want_grads, rtol=1e-5, atol=5e-5)
+
+
+def test_other_layouts_fall_back_to_lax():
+  x = jax.random.normal(jax.random.key(0), (2, 4, 6, 6))
+  kernel = jax.random.normal(jax.random.key(1), (8, 4, 3, 3))
+  args = (x, kernel, (1, 1), 'SAME')
+  dn = ('NCHW', 'OIHW', 'NCHW')
+  chex.assert_trees_all_close(
+      ops.conv_general_dilated(*args, dimension_numbers=dn),
+      lax.conv_general_dilated(*args, dimension_numbers=dn))
 
 
 # (x shape, kernel shape HWIO, strides, padding, dilation, groups): depthwise
@@ -140,7 +163,7 @@ def test_grouped_conv_taps_over_several_chunks(monkeypatch):
 
 def test_make_conv_uses_it_and_keeps_parameter_names():
   conv = layers.make_conv(jnp.float32)(6, (3, 3), (2, 2), name='conv')
-  assert conv.conv_general_dilated is layers.conv_general_dilated
+  assert conv.conv_general_dilated is ops.conv_general_dilated
   variables = jax.eval_shape(lambda: conv.init(jax.random.key(0),
                                                jnp.zeros((1, 8, 8, 3))))
   assert jax.tree_util.tree_map(lambda a: a.shape, variables) == {

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from flax_attn.attention.common import channel_mean_max, reduced_channels
-from flax_attn.ops import conv_general_dilated
+from flax_attn.ops import Conv
 from flax_attn.registry import register_attention
 
 
@@ -54,9 +54,8 @@ class SpatialGate(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     k = self.kernel_size
-    s = nn.Conv(1, (k, k), padding=k // 2, use_bias=not self.use_norm,
-                conv_general_dilated=conv_general_dilated,
-                dtype=self.dtype, name='conv')(channel_mean_max(x))
+    s = Conv(1, (k, k), padding=k // 2, use_bias=not self.use_norm,
+             dtype=self.dtype, name='conv')(channel_mean_max(x))
     if self.use_norm:
       s = nn.BatchNorm(use_running_average=not train, momentum=0.9,
                        epsilon=1e-5, dtype=self.dtype, name='bn')(s)

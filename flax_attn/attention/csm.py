@@ -51,6 +51,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from flax_attn.ops import Conv
 from flax_attn.registry import register_attention
 
 MODES = ('channel_first', 'spatial_first', 'channel_only', 'spatial_only')
@@ -122,7 +123,7 @@ class PositionAttention(nn.Module):
   def __call__(self, a):
     n, h, w, channels = a.shape
     width = max(1, channels // self.qk_reduction)
-    conv = lambda f, name: nn.Conv(f, (1, 1), dtype=self.dtype, name=name)(a)
+    conv = lambda f, name: Conv(f, (1, 1), dtype=self.dtype, name=name)(a)
     b = conv(width, 'query').reshape(n, h * w, width)
     c = conv(width, 'key').reshape(n, h * w, width)
     d = conv(channels, 'value').reshape(n, h * w, channels)

@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from flax_attn.ops import Conv
 from flax_attn.registry import register_attention
 
 FUSIONS = ('add', 'scale')
@@ -60,8 +61,8 @@ class GlobalContext(nn.Module):
     hidden = max(1, int(channels / self.reduction))
     xc = x.astype(self.dtype)
     # (a) Context modelling: one logit per position, softmax over positions.
-    logits = nn.Conv(1, (1, 1), dtype=self.dtype, name='conv_mask',
-                     kernel_init=nn.initializers.kaiming_normal())(xc)
+    logits = Conv(1, (1, 1), dtype=self.dtype, name='conv_mask',
+                  kernel_init=nn.initializers.kaiming_normal())(xc)
     alpha = jax.nn.softmax(logits.reshape(n, h * w).astype(jnp.float32),
                            axis=-1).astype(self.dtype)
     context = jnp.einsum('np,npc->nc', alpha, xc.reshape(n, h * w, channels))

@@ -45,7 +45,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from flax_attn.ops import conv_general_dilated
+from flax_attn.ops import Conv
 from flax_attn.registry import register_attention
 
 # Channels each MFE output channel reads (the C/4 groups of C inputs).
@@ -93,11 +93,10 @@ class MultiScaleFeatureExploitation(nn.Module):
     branch_channels = channels // MFE_GROUP_WIDTH
     branches = []
     for k in self.kernel_sizes:
-      branches.append(nn.Conv(branch_channels, (k, k), padding=k // 2,
-                              feature_group_count=branch_channels,
-                              conv_general_dilated=conv_general_dilated,
-                              use_bias=False, dtype=self.dtype,
-                              name=f'conv{k}x{k}')(x))
+      branches.append(Conv(branch_channels, (k, k), padding=k // 2,
+                           feature_group_count=branch_channels,
+                           use_bias=False, dtype=self.dtype,
+                           name=f'conv{k}x{k}')(x))
     return jnp.concatenate(branches, axis=-1)
 
 
@@ -153,8 +152,8 @@ class HierarchicalGlobalAttention(nn.Module):
     projected = self.reduced_width is not None and channels > self.reduced_width
     inner = x
     if projected:  # Table 1: shrink a -> b before the attention.
-      inner = nn.Conv(self.reduced_width, (1, 1), use_bias=False,
-                      dtype=self.dtype, name='reduce')(x)
+      inner = Conv(self.reduced_width, (1, 1), use_bias=False,
+                   dtype=self.dtype, name='reduce')(x)
     width = inner.shape[-1]
     if self.use_mfe:
       inner = MultiScaleFeatureExploitation(self.kernel_sizes, self.dtype,

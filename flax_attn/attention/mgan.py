@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from flax_attn.ops import conv_general_dilated
+from flax_attn.ops import Conv
 from flax_attn.registry import register_attention
 
 
@@ -60,16 +60,14 @@ class MultiGrainSpatialAttention(nn.Module):
   def __call__(self, x):
     channels = x.shape[-1]
     k, sk = self.kernel_size, self.spatial_kernel_size
-    s = nn.Conv(channels, (k, k), padding=k // 2,
-                feature_group_count=channels, dtype=self.dtype,
-                conv_general_dilated=conv_general_dilated,
-                name='depthwise')(x)                                 # step 2
+    s = Conv(channels, (k, k), padding=k // 2,
+             feature_group_count=channels, dtype=self.dtype,
+             name='depthwise')(x)                                    # step 2
     pooled = jnp.concatenate([jnp.max(s, axis=-1, keepdims=True),    # step 3
                               jnp.mean(s, axis=-1, keepdims=True)],  # step 4
                              axis=-1)
-    mask = nn.sigmoid(nn.Conv(1, (sk, sk), padding=sk // 2, dtype=self.dtype,
-                              conv_general_dilated=conv_general_dilated,
-                              name='mask_conv')(pooled))             # step 5
+    mask = nn.sigmoid(Conv(1, (sk, sk), padding=sk // 2, dtype=self.dtype,
+                           name='mask_conv')(pooled))                # step 5
     return x * mask, mask                                            # step 6
 
 
@@ -87,8 +85,8 @@ class MultiGrainChannelAttention(nn.Module):
     mlp = lambda v: w1(nn.relu(w0(v)))                             # steps 3-4
     weights = nn.sigmoid(mlp(jnp.max(x, axis=(1, 2), keepdims=True)) +
                          mlp(jnp.mean(x, axis=(1, 2), keepdims=True)))  # Eq. 6
-    global_features = nn.Conv(channels, (1, 1), dtype=self.dtype,
-                              name='global_conv')(x)                 # step 6
+    global_features = Conv(channels, (1, 1), dtype=self.dtype,
+                           name='global_conv')(x)                    # step 6
     return weights * global_features, weights                        # step 7
 
 
@@ -139,5 +137,5 @@ class MultiGrainedAttention(nn.Module):
     fused = MultiGrainedFeatures(self.kernel_sizes, self.reduction,
                                  self.spatial_kernel_size, self.dtype,
                                  name='features')(x)
-    out = nn.Conv(x.shape[-1], (1, 1), dtype=self.dtype, name='fuse')(fused)
+    out = Conv(x.shape[-1], (1, 1), dtype=self.dtype, name='fuse')(fused)
     return out.astype(x.dtype)

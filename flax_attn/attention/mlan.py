@@ -30,17 +30,16 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from flax_attn.ops import conv_general_dilated
+from flax_attn.ops import Conv
 from flax_attn.registry import register_attention
 
 
 def _mask_conv(features: int, kernel_size: int, use_bias: bool, dtype: Any,
                name: str) -> nn.Conv:
   pad = kernel_size // 2
-  return nn.Conv(features, (kernel_size, kernel_size),
-                 conv_general_dilated=conv_general_dilated,
-                 padding=((pad, pad), (pad, pad)), use_bias=use_bias,
-                 dtype=dtype, name=name)
+  return Conv(features, (kernel_size, kernel_size),
+              padding=((pad, pad), (pad, pad)), use_bias=use_bias,
+              dtype=dtype, name=name)
 
 
 @register_attention('sma')

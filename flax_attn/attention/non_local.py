@@ -41,6 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from flax_attn.ops import Conv
 from flax_attn.registry import register_attention
 
 
@@ -70,7 +71,7 @@ class NonLocalBlock(nn.Module):
     inner = max(1, channels // self.reduction)
     xc = x.astype(self.dtype)
     init = nn.initializers.normal(0.01)
-    conv = lambda features, name: nn.Conv(
+    conv = lambda features, name: Conv(
         features, (1, 1), use_bias=self.use_bias, kernel_init=init,
         dtype=self.dtype, name=name)
     theta = conv(inner, 'theta')(xc)

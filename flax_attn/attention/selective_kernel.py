@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from flax_attn.attention.common import make_divisible
-from flax_attn.ops import conv_general_dilated
+from flax_attn.ops import Conv
 from flax_attn.registry import register_attention
 
 
@@ -49,11 +49,11 @@ def _default_conv(dtype):
 
   def conv(features, kernel_size, strides=(1, 1), dilation=1, **kwargs):
     pad = dilation * (kernel_size[0] // 2)
-    return nn.Conv(features, kernel_size, strides,
-                   padding=((pad, pad), (pad, pad)),
-                   kernel_dilation=(dilation, dilation), use_bias=False,
-                   dtype=dtype, conv_general_dilated=conv_general_dilated,
-                   **kwargs)
+    return Conv(features, kernel_size, strides,
+                padding=((pad, pad), (pad, pad)),
+                kernel_dilation=(dilation, dilation), use_bias=False,
+                dtype=dtype,
+                **kwargs)
 
   return conv
 

@@ -33,7 +33,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from flax_attn.ops import conv_general_dilated
+from flax_attn.ops import Conv
 from flax_attn.registry import register_attention
 
 
@@ -52,9 +52,8 @@ class AttentionGate(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     k = self.kernel_size
-    s = nn.Conv(1, (k, k), padding=k // 2, use_bias=False, dtype=self.dtype,
-                conv_general_dilated=conv_general_dilated,
-                name='conv')(z_pool(x))
+    s = Conv(1, (k, k), padding=k // 2, use_bias=False, dtype=self.dtype,
+             name='conv')(z_pool(x))
     s = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                      epsilon=1e-5, dtype=self.dtype, name='bn')(s)
     w = nn.sigmoid(s)

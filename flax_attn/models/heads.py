@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from flax_attn.models.layers import global_avg_pool
+from flax_attn.ops import Conv
 from flax_attn.registry import Registry
 
 HEADS = Registry('head')
@@ -46,7 +47,7 @@ class FCNHead(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
-    cam = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype,
-                  name='classifier')(x)
+    cam = Conv(self.num_classes, (1, 1), dtype=self.dtype,
+               name='classifier')(x)
     self.sow('intermediates', 'cam', cam)
     return global_avg_pool(cam), {'pre_logits': global_avg_pool(x), 'cam': cam}

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from flax_attn.ops import conv_general_dilated
+from flax_attn.ops import Conv
 
 ModuleDef = Any
 
@@ -23,8 +23,7 @@ def make_conv(dtype: Any) -> Callable[..., nn.Conv]:
   Flax's 'SAME' pads strided convolutions asymmetrically; PyTorch pads
   k // 2 on each side. Symmetric padding keeps outputs identical to the
   PyTorch models whose names (and weights) we share. The convolution is
-  `conv_general_dilated` above: XLA's own, but for a faster kernel gradient
-  on CPU.
+  `ops.Conv`: XLA's own, but for faster CPU paths.
   """
 
   def conv(features: int, kernel_size: Tuple[int, int] = (3, 3),
@@ -34,10 +33,8 @@ def make_conv(dtype: Any) -> Callable[..., nn.Conv]:
     kwargs.setdefault('padding', ((pad, pad), (pad, pad)))
     kwargs.setdefault('use_bias', False)
     kwargs.setdefault('kernel_init', conv_kernel_init)
-    kwargs.setdefault('conv_general_dilated', conv_general_dilated)
-    return nn.Conv(features, kernel_size, strides,
-                   kernel_dilation=(dilation, dilation), dtype=dtype,
-                   **kwargs)
+    return Conv(features, kernel_size, strides,
+                kernel_dilation=(dilation, dilation), dtype=dtype, **kwargs)
 
   return conv
 

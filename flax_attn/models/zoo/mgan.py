@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from flax_attn.attention.mgan import MultiGrainedFeatures
 from flax_attn.models.factory import imagenet_resnet, res2net
 from flax_attn.models.heads import HEADS
+from flax_attn.ops import Conv
 from flax_attn.registry import register_model
 
 # Table 1: an attention module after conv2_x, conv3_x and conv4_x.
@@ -66,12 +67,12 @@ class MGANHead(nn.Module):
     fused = MultiGrainedFeatures(self.kernel_sizes, self.reduction,
                                  self.spatial_kernel_size, self.dtype,
                                  name='features')(x)                # steps 1-8
-    projected = nn.Conv(channels, (1, 1), dtype=self.dtype,
-                        name='feature_conv')(x)
+    projected = Conv(channels, (1, 1), dtype=self.dtype,
+                     name='feature_conv')(x)
     combined = jnp.concatenate([fused, projected], axis=-1)          # step 9
     k = self.conv_kernel_size
-    y = nn.Conv(self.width or channels, (k, k), padding=k // 2,
-                dtype=self.dtype, name='conv')(combined)             # step 10
+    y = Conv(self.width or channels, (k, k), padding=k // 2,
+             dtype=self.dtype, name='conv')(combined)                # step 10
     pooled = jnp.max(y, axis=(1, 2))
     logits = nn.Dense(self.num_classes, dtype=self.dtype,
                       name='fc')(pooled)                              # step 11
