@@ -76,13 +76,6 @@ def _kernel_grad_im2col(x, g, kernel_shape, strides, padding):
   # contraction over the long (pixel) axis up to 2x faster that way round.
   g_first = co <= kh * kw * ci
 
-  if kh == kw == 1:
-    # XLA:CPU transposes both operands for this matmul and fuses whatever
-    # elementwise chain produced x into the transpose, recomputing it there
-    # (MGAN's stage-1 attention input: 130 ms instead of ~5). The barrier
-    # makes x and g plain buffers first.
-    x, g = lax.optimization_barrier((x, g))
-
   def chunk_grad(xc, gc):
     p = _patches(xc, (kh, kw), strides, padding).reshape(-1, kh * kw * ci)
     gc = gc.reshape(-1, co)
