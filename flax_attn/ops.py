@@ -260,6 +260,77 @@ def _grouped_conv_taps_bwd(strides, padding, dilation, groups, residuals, g):
 _grouped_conv_taps.defvjp(_grouped_conv_taps_fwd, _grouped_conv_taps_bwd)
 
 
+# Convolutions with at most this many (taps x output channels), and more
+# input than output channels, run on CPU as one matmul to every tap's output
+# followed by shifted adds (`_narrow_output_conv`): MLAN's SMA masks, 3 x 3
+# C -> 3. XLA's kernels for a 3-channel output are 1.5-3x slower than that
+# (benchmarks/README.md).
+_NARROW_OUTPUT_MAX_TAP_CHANNELS = 32
+
+
+def _tap_matrix(kernel):
+  """HWIO kernel -> (I, kh * kw * O): every tap's weights side by side."""
+  kh, kw, ci, co = kernel.shape
+  return kernel.transpose(2, 0, 1, 3).reshape(ci, kh * kw * co)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _narrow_output_conv(x, kernel, padding):
+  """A stride-1 NHWC x HWIO convolution with few output channels.
+
+  y = x @ [W_tap for every tap] gives, per input position, what it adds to
+  each output through each tap (kh * kw * O values); the output is the sum
+  of the kh * kw correspondingly shifted slices of the padded y. The
+  backward pass is the mirror image: the cotangent shifted once per tap,
+  side by side (kh * kw * O channels), then two matmuls for dx and dkernel,
+  each over the whole batch. Same FLOPs as the convolution.
+  """
+  return _narrow_output_conv_fwd(x, kernel, padding)[0]
+
+
+def _narrow_output_conv_fwd(x, kernel, padding):
+  kh, kw, _, co = kernel.shape
+  ho, wo = _tap_conv_out_hw(x.shape, kernel.shape, (1, 1), padding, (1, 1))
+  acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+  y = lax.dot_general(x, _tap_matrix(kernel), (((3,), (0,)), ((), ())),
+                      preferred_element_type=acc_dtype)
+  y = jnp.pad(y, ((0, 0),) + tuple(padding) + ((0, 0),))
+  out = None
+  for i, j, window in _tap_slices(y, (kh, kw), (1, 1), (1, 1), (ho, wo)):
+    tap = (i * kw + j) * co
+    term = window[..., tap:tap + co]
+    out = term if out is None else out + term
+  return out.astype(x.dtype), (x, kernel)
+
+
+def _narrow_output_conv_bwd(padding, residuals, g):
+  x, kernel = residuals
+  kh, kw, ci, co = kernel.shape
+  n, h, w, _ = x.shape
+  ho, wo = g.shape[1], g.shape[2]
+  (pt, _), (pl, _) = padding
+  acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
+  # out[a, b] sums y[a + i - pt, b + j - pl, tap (i, j)], so y's cotangent
+  # at tap (i, j) is g moved by (i - pt, j - pl); lax.pad crops where the
+  # move is negative.
+  dy = jnp.concatenate([
+      lax.pad(g.astype(acc_dtype), jnp.zeros((), acc_dtype),
+              ((0, 0, 0), (i - pt, h - ho - i + pt, 0),
+               (j - pl, w - wo - j + pl, 0), (0, 0, 0)))
+      for i in range(kh) for j in range(kw)], axis=-1)
+  dx = lax.dot_general(dy, _tap_matrix(kernel).astype(acc_dtype),
+                       (((3,), (1,)), ((), ())))
+  # The narrow operand first (see _kernel_grad_im2col).
+  dmatrix = lax.dot_general(dy.reshape(-1, kh * kw * co),
+                            x.reshape(-1, ci).astype(acc_dtype),
+                            (((0,), (0,)), ((), ())))
+  dkernel = dmatrix.reshape(kh, kw, co, ci).transpose(0, 1, 3, 2)
+  return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+_narrow_output_conv.defvjp(_narrow_output_conv_fwd, _narrow_output_conv_bwd)
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None,
                          feature_group_count=1, batch_group_count=1,
@@ -268,6 +339,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
 
   Same arguments and results. For a 2-D NHWC x HWIO convolution with
   explicit padding, compiled for CPU:
+  * a stride-1 one with few output channels (MLAN's 3 x 3 C -> 3 masks)
+    runs as a matmul and shifted adds (`_narrow_output_conv`);
   * any other plain (undilated, ungrouped) one gets its kernel gradient from
     `_kernel_grad_im2col`;
   * one with few channels per group (depthwise, HGA's MFE, 2 -> 1 spatial
@@ -299,6 +372,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   group_channels = rhs.shape[2] * rhs.shape[3] // feature_group_count
   if group_channels > _TAP_CONV_MAX_GROUP_CHANNELS:
     if feature_group_count == 1 and all(d == 1 for d in dilation):
+      kh, kw, ci, co = rhs.shape
+      if (strides == (1, 1) and kh * kw > 1 and ci > co
+          and kh * kw * co <= _NARROW_OUTPUT_MAX_TAP_CHANNELS):
+        return _narrow_output_conv_on_cpu(lhs, rhs, padding)
       return _conv_nhwc(lhs, rhs, strides, padding)
     return xla_conv(lhs, rhs)
   return _small_group_conv(lhs, rhs, strides, padding, dilation,
@@ -318,6 +395,13 @@ def _small_group_conv(x, kernel, strides, padding, dilation, groups):
       cpu=functools.partial(_grouped_conv_taps, strides=strides,
                             padding=padding, dilation=dilation,
                             groups=groups))
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _narrow_output_conv_on_cpu(x, kernel, padding):
+  return lax.platform_dependent(
+      x, kernel, cpu=functools.partial(_narrow_output_conv, padding=padding),
+      default=functools.partial(_conv_nhwc, strides=(1, 1), padding=padding))
 
 
 # `nn.Conv` computing with `conv_general_dilated`: what every module's

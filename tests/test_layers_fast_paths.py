@@ -1,7 +1,9 @@
-"""The speed paths of models/layers.py give the numbers of what they replace.
+"""The speed paths of ops.py and models/layers.py give the numbers of what
+they replace.
 
-conv_general_dilated: lax's convolution, its kernel gradient computed as
-im2col matmuls on CPU. BatchNorm: nn.BatchNorm with a closed-form backward.
+conv_general_dilated: lax's convolution, computed on CPU as per-tap
+multiply-adds (few channels per group), a matmul and shifted adds (few output
+channels), or with its kernel gradient as im2col matmuls. BatchNorm: nn.BatchNorm with a closed-form backward.
 """
 import functools
 
@@ -58,10 +60,47 @@ def test_kernel_gradient_over_several_chunks(monkeypatch):
   chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-4)
 
 
-# (3, 3, 4, 8): the im2col kernel-gradient path; (3, 3, 4, 4): the tap path.
-@pytest.mark.parametrize('kernel_shape', [(3, 3, 4, 8), (3, 3, 4, 4)])
+# (x shape, kernel shape, padding) of stride-1 convolutions with few output
+# channels: MLAN's SMA masks (3 x 3, C -> 3), an asymmetric kernel and
+# padding, and a 5 x 5 C -> 1 with no padding.
+@pytest.mark.parametrize('x_shape,kernel_shape,padding', [
+    ((3, 9, 9, 20), (3, 3, 20, 3), ((1, 1), (1, 1))),
+    ((2, 8, 7, 18), (3, 2, 18, 2), ((2, 0), (0, 1))),
+    ((2, 9, 9, 24), (5, 5, 24, 1), ((0, 0), (0, 0))),
+])
+def test_narrow_output_conv_equals_lax(x_shape, kernel_shape, padding):
+  x = jax.random.normal(jax.random.key(0), x_shape)
+  # He-scaled, as a trained layer's: outputs of unit size (sin stays smooth).
+  kernel = jax.random.normal(jax.random.key(1), kernel_shape) / np.sqrt(
+      np.prod(kernel_shape[:3]))
+
+  def loss(conv, x, kernel):
+    y = conv(x, kernel, (1, 1), padding, dimension_numbers=NHWC)
+    return jnp.sum(jnp.sin(y)), y
+
+  fast = jax.jit(jax.value_and_grad(
+      functools.partial(loss, ops.conv_general_dilated), (0, 1),
+      has_aux=True))
+  (_, got), got_grads = fast(x, kernel)
+  (_, want), want_grads = jax.jit(jax.value_and_grad(
+      functools.partial(loss, lax.conv_general_dilated), (0, 1),
+      has_aux=True))(x, kernel)
+  # Kernel gradients sum hundreds of products in another order than lax:
+  # tolerances scale with the largest value.
+  for got_leaf, want_leaf in zip((got, *got_grads), (want, *want_grads)):
+    chex.assert_trees_all_close(got_leaf, want_leaf, rtol=1e-5,
+                                atol=1e-5 * float(jnp.max(jnp.abs(want_leaf))))
+  # On CPU a matmul and shifted adds replace every convolution.
+  hlo = fast.lower(x, kernel).compile().as_text()
+  assert ('convolution(' in hlo) == (jax.default_backend() != 'cpu')
+
+
+# (3, 3, 4, 8): the im2col kernel-gradient path; (3, 3, 4, 4): the tap path;
+# (3, 3, 20, 3): the narrow-output path.
+@pytest.mark.parametrize('kernel_shape', [(3, 3, 4, 8), (3, 3, 4, 4),
+                                          (3, 3, 20, 3)])
 def test_bfloat16_compute_keeps_dtypes_and_precision(kernel_shape):
-  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, kernel_shape[2]))
   kernel = jax.random.normal(jax.random.key(1), kernel_shape)
   grad = jax.jit(jax.grad(_loss, (1, 2)), static_argnums=(0, 3, 4))
   args = ((1, 1), ((1, 1), (1, 1)))
