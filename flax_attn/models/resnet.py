@@ -53,7 +53,39 @@ class Shortcut(nn.Module):
     return self.norm(name='bn')(x)
 
 
-class BasicBlock(nn.Module):
+class ResidualParts:
+  """What the residual blocks share; a mixin for blocks with the fields
+  filters, strides, conv, norm, act, attn, shortcut and zero_init_last.
+
+  `spatial_conv` is the block's 3x3 convolution with its norm and act: a
+  block variant that changes that convolution (selective kernels)
+  overrides it alone. Called from a block's compact `__call__`.
+  """
+
+  def spatial_conv(self, y, features: int, strides: int, groups: int,
+                   index: int, train: bool):
+    del train  # the norm factory already knows the mode
+    y = self.conv(features, (3, 3), (strides, strides),
+                  feature_group_count=groups, name=f'conv{index}')(y)
+    return self.act(self.norm(name=f'bn{index}')(y))
+
+  def last_norm(self, y, name: str):
+    """The main path's last norm: zero-initialised scale if zero_init_last."""
+    init = (nn.initializers.zeros if self.zero_init_last
+            else nn.initializers.ones)
+    return self.norm(name=name, scale_init=init)(y)
+
+  def attend(self, y, train: bool):
+    return y if self.attn is None else self.attn(name='attn')(y, train=train)
+
+  def add_shortcut(self, x, y, features: int):
+    """act(shortcut(x) + y), the block's output."""
+    residual = Shortcut(features, self.strides, self.conv, self.norm,
+                        self.shortcut, name='shortcut')(x)
+    return self.act(residual + y)
+
+
+class BasicBlock(ResidualParts, nn.Module):
   """3x3 -> 3x3 residual block (expansion 1)."""
   filters: int
   strides: int
@@ -67,19 +99,13 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    y = self.conv(self.filters, (3, 3), (self.strides, self.strides),
-                  name='conv1')(x)
-    y = self.act(self.norm(name='bn1')(y))
+    y = self.spatial_conv(x, self.filters, self.strides, 1, 1, train)
     y = self.conv(self.filters, (3, 3), name='conv2')(y)
-    y = self.norm(name='bn2', scale_init=_last_scale_init(self))(y)
-    if self.attn is not None:
-      y = self.attn(name='attn')(y, train=train)
-    residual = Shortcut(self.filters, self.strides, self.conv, self.norm,
-                        self.shortcut, name='shortcut')(x)
-    return self.act(residual + y)
+    y = self.attend(self.last_norm(y, 'bn2'), train)
+    return self.add_shortcut(x, y, self.filters)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualParts, nn.Module):
   """1x1 -> 3x3 (stride, groups) -> 1x1 residual block (expansion 4).
 
   Inner width `int(filters * base_width / 64) * groups` covers ResNet
@@ -103,16 +129,10 @@ class Bottleneck(nn.Module):
     out = self.filters * self.expansion
     y = self.conv(width, (1, 1), name='conv1')(x)
     y = self.act(self.norm(name='bn1')(y))
-    y = self.conv(width, (3, 3), (self.strides, self.strides),
-                  feature_group_count=self.groups, name='conv2')(y)
-    y = self.act(self.norm(name='bn2')(y))
+    y = self.spatial_conv(y, width, self.strides, self.groups, 2, train)
     y = self.conv(out, (1, 1), name='conv3')(y)
-    y = self.norm(name='bn3', scale_init=_last_scale_init(self))(y)
-    if self.attn is not None:
-      y = self.attn(name='attn')(y, train=train)
-    residual = Shortcut(out, self.strides, self.conv, self.norm,
-                        self.shortcut, name='shortcut')(x)
-    return self.act(residual + y)
+    y = self.attend(self.last_norm(y, 'bn3'), train)
+    return self.add_shortcut(x, y, out)
 
 
 class MultiScaleConv(nn.Module):
@@ -153,7 +173,7 @@ class MultiScaleConv(nn.Module):
     return jnp.concatenate(outs, axis=-1)
 
 
-class Res2NetBottleneck(nn.Module):
+class Res2NetBottleneck(ResidualParts, nn.Module):
   """Res2Net bottleneck (timm `Bottle2neck`): 1x1 -> multi-scale 3x3 -> 1x1."""
   filters: int
   strides: int
@@ -178,15 +198,11 @@ class Res2NetBottleneck(nn.Module):
     y = MultiScaleConv(width, self.scale, self.strides, is_first, self.conv,
                        self.norm, self.act, self.groups, name='multiscale')(y)
     y = self.conv(out, (1, 1), name='conv3')(y)
-    y = self.norm(name='bn3', scale_init=_last_scale_init(self))(y)
-    if self.attn is not None:
-      y = self.attn(name='attn')(y, train=train)
-    residual = Shortcut(out, self.strides, self.conv, self.norm,
-                        self.shortcut, name='shortcut')(x)
-    return self.act(residual + y)
+    y = self.attend(self.last_norm(y, 'bn3'), train)
+    return self.add_shortcut(x, y, out)
 
 
-class Res2NetBasicBlock(nn.Module):
+class Res2NetBasicBlock(ResidualParts, nn.Module):
   """Basic-block Res2Net (Res2Net-18/34, as MGAN uses them).
 
   Res2Net's paper defines only the bottleneck form; no reference
@@ -221,16 +237,8 @@ class Res2NetBasicBlock(nn.Module):
     y = MultiScaleConv(self.filters // self.scale, self.scale, 1, is_first,
                        self.conv, self.norm, self.act, name='multiscale')(y)
     y = self.conv(self.filters, (1, 1), name='conv3')(y)
-    y = self.norm(name='bn3', scale_init=_last_scale_init(self))(y)
-    if self.attn is not None:
-      y = self.attn(name='attn')(y, train=train)
-    residual = Shortcut(self.filters, self.strides, self.conv, self.norm,
-                        self.shortcut, name='shortcut')(x)
-    return self.act(residual + y)
-
-
-def _last_scale_init(block):
-  return nn.initializers.zeros if block.zero_init_last else nn.initializers.ones
+    y = self.attend(self.last_norm(y, 'bn3'), train)
+    return self.add_shortcut(x, y, self.filters)
 
 
 BLOCKS: Dict[str, Any] = {

@@ -35,7 +35,6 @@ Blocks registered here (into `flax_attn.models.resnet.BLOCKS`):
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Dict, Optional, Sequence
 
 import flax.linen as nn
@@ -43,13 +42,8 @@ import flax.linen as nn
 from flax_attn.attention.non_local import NonLocalBlock
 from flax_attn.attention.selective_kernel import SelectiveKernelConv
 from flax_attn.models.factory import imagenet_resnet
-from flax_attn.models.resnet import (BLOCKS, BasicBlock, Bottleneck, Factory,
-                                     Shortcut)
+from flax_attn.models.resnet import BLOCKS, BasicBlock, Bottleneck
 from flax_attn.registry import ATTENTION, register_model
-
-
-def _last_norm_init(block):
-  return nn.initializers.zeros if block.zero_init_last else nn.initializers.ones
 
 
 # --------------------------------------------------------------------------
@@ -61,16 +55,10 @@ class SimAMBasicBlock(BasicBlock):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    y = self.conv(self.filters, (3, 3), (self.strides, self.strides),
-                  name='conv1')(x)
-    y = self.act(self.norm(name='bn1')(y))
+    y = self.spatial_conv(x, self.filters, self.strides, 1, 1, train)
     y = self.conv(self.filters, (3, 3), name='conv2')(y)
-    if self.attn is not None:
-      y = self.attn(name='attn')(y, train=train)
-    y = self.norm(name='bn2', scale_init=_last_norm_init(self))(y)
-    residual = Shortcut(self.filters, self.strides, self.conv, self.norm,
-                        self.shortcut, name='shortcut')(x)
-    return self.act(residual + y)
+    y = self.last_norm(self.attend(y, train), 'bn2')
+    return self.add_shortcut(x, y, self.filters)
 
 
 class SimAMBottleneck(Bottleneck):
@@ -85,18 +73,15 @@ class SimAMBottleneck(Bottleneck):
     y = self.act(self.norm(name='bn1')(y))
     y = self.conv(width, (3, 3), (self.strides, self.strides),
                   feature_group_count=self.groups, name='conv2')(y)
-    if self.attn is not None:
-      y = self.attn(name='attn')(y, train=train)
-    y = self.act(self.norm(name='bn2')(y))
+    y = self.act(self.norm(name='bn2')(self.attend(y, train)))
     y = self.conv(out, (1, 1), name='conv3')(y)
-    y = self.norm(name='bn3', scale_init=_last_norm_init(self))(y)
-    residual = Shortcut(out, self.strides, self.conv, self.norm,
-                        self.shortcut, name='shortcut')(x)
-    return self.act(residual + y)
+    y = self.last_norm(y, 'bn3')
+    return self.add_shortcut(x, y, out)
 
 
 # --------------------------------------------------------------------------
-# Selective-kernel blocks (timm's SelectiveKernelBasic / Bottleneck).
+# Selective-kernel blocks (timm's SelectiveKernelBasic / Bottleneck): the
+# block's 3x3 conv (with its BN and ReLU) becomes a selective-kernel conv.
 # --------------------------------------------------------------------------
 
 # timm's skresnet18/34 settings; the bottleneck defaults to the SK paper's
@@ -104,77 +89,37 @@ class SimAMBottleneck(Bottleneck):
 SK_BASIC_DEFAULTS = dict(rd_ratio=1 / 8, rd_divisor=16, split_input=True)
 
 
-class SelectiveKernelBasicBlock(nn.Module):
+class SelectiveKernelBasicBlock(BasicBlock):
   """SK conv (stride) -> 3x3 conv -> BN -> attn -> + shortcut -> act.
 
   The SK conv's paths carry their own BN + ReLU, so there is no bn1.
   `sk_kwargs` overrides `SelectiveKernelConv` fields (defaults: timm's
   skresnet18/34, `SK_BASIC_DEFAULTS`).
   """
-  filters: int
-  strides: int
-  conv: Any
-  norm: Any
-  act: Any = nn.relu
-  attn: Factory = None
-  shortcut: str = 'B'
-  zero_init_last: bool = False
   sk_kwargs: Optional[Dict[str, Any]] = None
-  expansion = 1
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    sk = {**SK_BASIC_DEFAULTS, **(self.sk_kwargs or {})}
-    y = SelectiveKernelConv(self.filters, self.strides, conv=self.conv,
-                            norm=self.norm, act=self.act, dtype=x.dtype,
-                            **sk, name='conv1')(x, train=train)
-    y = self.conv(self.filters, (3, 3), name='conv2')(y)
-    y = self.norm(name='bn2', scale_init=_last_norm_init(self))(y)
-    if self.attn is not None:
-      y = self.attn(name='attn')(y, train=train)
-    residual = Shortcut(self.filters, self.strides, self.conv, self.norm,
-                        self.shortcut, name='shortcut')(x)
-    return self.act(residual + y)
+  def spatial_conv(self, y, features, strides, groups, index, train):
+    return SelectiveKernelConv(
+        features, strides, groups=groups, conv=self.conv, norm=self.norm,
+        act=self.act, dtype=y.dtype,
+        **{**SK_BASIC_DEFAULTS, **(self.sk_kwargs or {})},
+        name=f'conv{index}')(y, train=train)
 
 
-class SelectiveKernelBottleneck(nn.Module):
+class SelectiveKernelBottleneck(Bottleneck):
   """1x1 -> SK conv (stride, groups) -> 1x1 -> BN -> attn -> + shortcut.
 
   Inner width `floor(filters * base_width / 64) * groups` as ResNeXt.
   `sk_kwargs` overrides `SelectiveKernelConv` fields (defaults: the SK
   paper's r = 16, L = 32, whole input to every path).
   """
-  filters: int
-  strides: int
-  conv: Any
-  norm: Any
-  act: Any = nn.relu
-  attn: Factory = None
-  shortcut: str = 'B'
-  zero_init_last: bool = False
-  groups: int = 1
-  base_width: int = 64
   sk_kwargs: Optional[Dict[str, Any]] = None
-  expansion = 4
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    width = int(math.floor(self.filters * (self.base_width / 64.0))) * (
-        self.groups)
-    out = self.filters * self.expansion
-    y = self.conv(width, (1, 1), name='conv1')(x)
-    y = self.act(self.norm(name='bn1')(y))
-    y = SelectiveKernelConv(width, self.strides, groups=self.groups,
-                            conv=self.conv, norm=self.norm, act=self.act,
-                            dtype=x.dtype, **(self.sk_kwargs or {}),
-                            name='conv2')(y, train=train)
-    y = self.conv(out, (1, 1), name='conv3')(y)
-    y = self.norm(name='bn3', scale_init=_last_norm_init(self))(y)
-    if self.attn is not None:
-      y = self.attn(name='attn')(y, train=train)
-    residual = Shortcut(out, self.strides, self.conv, self.norm,
-                        self.shortcut, name='shortcut')(x)
-    return self.act(residual + y)
+  def spatial_conv(self, y, features, strides, groups, index, train):
+    return SelectiveKernelConv(
+        features, strides, groups=groups, conv=self.conv, norm=self.norm,
+        act=self.act, dtype=y.dtype, **(self.sk_kwargs or {}),
+        name=f'conv{index}')(y, train=train)
 
 
 # --------------------------------------------------------------------------
