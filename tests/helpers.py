@@ -30,6 +30,27 @@ def init_variables(model, x, seed=0, **kwargs):
   return jit_init(model, jax.random.key(seed, impl='rbg'), x, **kwargs)
 
 
+def random_variables(module, shape, seed=0, **kwargs):
+  """Random input of `shape` and random parameters of the module's shapes
+  (0.3 * N(0, 1), so learnable scales that start at zero take part too),
+  without running initialisers: each new shape would cost an XLA compile."""
+  rng = np.random.RandomState(seed)
+  x = jnp.asarray(rng.randn(*shape), jnp.float32)
+  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), x, **kwargs))
+  variables = jax.tree_util.tree_map(
+      lambda s: jnp.asarray(0.3 * rng.randn(*s.shape), s.dtype), shapes)
+  return variables, x
+
+
+def to_numpy(tree):
+  return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def sigmoid(v):
+  """NumPy sigmoid, for the reference computations."""
+  return 1 / (1 + np.exp(-v))
+
+
 def model_param_count(model, shape=(1, 224, 224, 3)) -> int:
   return param_count(abstract_variables(model, shape)['params'])
 

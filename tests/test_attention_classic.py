@@ -15,11 +15,7 @@ import flax_attn
 from flax_attn.attention.cbam import CBAM
 from flax_attn.attention.eca import EfficientChannelAttention
 from flax_attn.attention.se import SqueezeExcite
-from helpers import jit_init, param_count, randomize_batch_stats
-
-
-def sigmoid(v):
-  return 1.0 / (1.0 + np.exp(-v))
+from helpers import jit_init, param_count, randomize_batch_stats, sigmoid
 
 
 def conv2d_same(x, w):

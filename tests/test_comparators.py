@@ -26,15 +26,13 @@ from flax_attn.models.layers import make_conv, make_norm
 from flax_attn.models.resnet import Bottleneck
 from flax_attn.models.zoo.comparators import (NonLocalBottleneck,
                                               SimAMBasicBlock, SimAMBottleneck)
-from helpers import jit_init, abstract_variables, model_param_count, param_count
+from helpers import (abstract_variables, jit_init, model_param_count,
+                     param_count, sigmoid)
 
 RESNET18, RESNET50 = 11_689_512, 25_557_032
 
 
 # ----------------------------------------------------------------- helpers
-
-def sigmoid(v):
-  return 1.0 / (1.0 + np.exp(-v))
 
 
 def softmax(v, axis):

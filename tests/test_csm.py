@@ -9,26 +9,8 @@ import pytest
 
 import flax_attn
 from flax_attn.attention.csm import ChannelSpatialModule, attend_positions
-from helpers import model_param_count, param_count
-
-
-def _init(module, shape, seed=0):
-  """Random input and parameters (gamma included, so position attention is
-  not the identity it is at initialisation), without initialiser compiles."""
-  rng = np.random.RandomState(seed)
-  x = jnp.asarray(rng.randn(*shape), jnp.float32)
-  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), x))
-  variables = jax.tree_util.tree_map(
-      lambda s: jnp.asarray(0.3 * rng.randn(*s.shape), s.dtype), shapes)
-  return variables, x
-
-
-def _np(tree):
-  return jax.tree_util.tree_map(np.asarray, tree)
-
-
-def sigmoid(v):
-  return 1 / (1 + np.exp(-v))
+from helpers import (model_param_count, param_count, random_variables,
+                     sigmoid, to_numpy)
 
 
 def ref_channel(x, p):
@@ -75,11 +57,11 @@ class CSMValueTest(chex.TestCase):
   @chex.variants(with_jit=True)
   def test_channel_first_matches_equations(self):
     module = ChannelSpatialModule()
-    variables, x = _init(module, (2, 5, 5, 32))
+    variables, x = random_variables(module, (2, 5, 5, 32))
     out = self.variant(module.apply)(variables, x)
     chex.assert_shape(out, x.shape)
     chex.assert_trees_all_close(
-        np.asarray(out), ref_csm(np.asarray(x), _np(variables['params']),
+        np.asarray(out), ref_csm(np.asarray(x), to_numpy(variables['params']),
                                  'channel_first'), atol=1e-4, rtol=1e-4)
 
 
@@ -87,10 +69,10 @@ class CSMValueTest(chex.TestCase):
                                   'spatial_only'])
 def test_table1_orders_match_equations_and_counts(mode):
   module = ChannelSpatialModule(mode=mode)
-  variables, x = _init(module, (2, 4, 4, 32))
+  variables, x = random_variables(module, (2, 4, 4, 32))
   chex.assert_trees_all_close(
       np.asarray(jax.jit(module.apply)(variables, x)),
-      ref_csm(np.asarray(x), _np(variables['params']), mode),
+      ref_csm(np.asarray(x), to_numpy(variables['params']), mode),
       atol=1e-4, rtol=1e-4)
   assert param_count(variables['params']) == csm_param_count(
       32, channel=mode != 'spatial_only', position=mode != 'channel_only')
@@ -165,7 +147,7 @@ def test_named_models_counts():
 
 def test_bf16_compute_keeps_fp32_params():
   module = ChannelSpatialModule()
-  variables, x = _init(module, (2, 4, 4, 32))
+  variables, x = random_variables(module, (2, 4, 4, 32))
   module16 = ChannelSpatialModule(dtype=jnp.bfloat16)
   shapes16 = jax.eval_shape(module16.init, jax.random.key(0), x)
   assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(shapes16))

@@ -11,7 +11,7 @@ import pytest
 
 from flax_attn import create_model, list_models
 from flax_attn.attention import get_attention
-from helpers import abstract_variables, model_param_count, param_count
+from helpers import abstract_variables, model_param_count, param_count, sigmoid
 
 
 def np_conv(x, kernel):
@@ -31,10 +31,6 @@ def np_bn(x, params, stats, eps=1e-5):
   return ((x - np.asarray(stats['mean'])) / np.sqrt(np.asarray(stats['var'])
                                                     + eps)
           * np.asarray(params['scale']) + np.asarray(params['bias']))
-
-
-def sigmoid(z):
-  return 1.0 / (1.0 + np.exp(-z))
 
 
 def relu(z):

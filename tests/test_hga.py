@@ -8,22 +8,8 @@ import pytest
 
 import flax_attn
 from flax_attn.attention.hga import HierarchicalGlobalAttention, adaptive_avg_pool
-from helpers import model_param_count, param_count
-
-
-def _init(module, shape, seed=0):
-  """Random input and parameters of the module's shapes, without running its
-  initialisers (each new shape would cost an XLA compile on CPU)."""
-  rng = np.random.RandomState(seed)
-  x = jnp.asarray(rng.randn(*shape), jnp.float32)
-  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), x))
-  variables = jax.tree_util.tree_map(
-      lambda s: jnp.asarray(0.3 * rng.randn(*s.shape), s.dtype), shapes)
-  return variables, x
-
-
-def _np(tree):
-  return jax.tree_util.tree_map(np.asarray, tree)
+from helpers import (model_param_count, param_count, random_variables,
+                     sigmoid, to_numpy)
 
 
 # --- reference, straight from the paper -----------------------------------
@@ -54,10 +40,6 @@ def ref_group_conv(x, kernel, groups):
         y[..., g * cout:(g + 1) * cout] += (
             xs[:, dy:dy + h, dx:dx + w] @ kernel[dy, dx, :, g * cout:(g + 1) * cout])
   return y
-
-
-def sigmoid(v):
-  return 1 / (1 + np.exp(-v))
 
 
 def ref_hga_logits(f, p, kernels=(1, 3, 5, 7), mfe=True, hap=True, ee=True):
@@ -100,18 +82,18 @@ class HGAValueTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   def test_plain_module_matches_equations(self):
     module = HierarchicalGlobalAttention(reduced_width=None)
-    variables, x = _init(module, (2, 7, 7, 8))  # 7x7: uneven 2x2, 4x4 bins
+    variables, x = random_variables(module, (2, 7, 7, 8))  # 7x7: uneven 2x2, 4x4 bins
     out = self.variant(module.apply)(variables, x)
     chex.assert_shape(out, x.shape)
-    expected = ref_hga(np.asarray(x), _np(variables['params']))
+    expected = ref_hga(np.asarray(x), to_numpy(variables['params']))
     chex.assert_trees_all_close(np.asarray(out), expected, atol=1e-5, rtol=1e-5)
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_projected_module_matches_table1(self):
     module = HierarchicalGlobalAttention(reduced_width=8)
-    variables, x = _init(module, (2, 6, 6, 24))
+    variables, x = random_variables(module, (2, 6, 6, 24))
     out = self.variant(module.apply)(variables, x)
-    expected = ref_hga(np.asarray(x), _np(variables['params']), projected=True)
+    expected = ref_hga(np.asarray(x), to_numpy(variables['params']), projected=True)
     chex.assert_trees_all_close(np.asarray(out), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -126,8 +108,8 @@ def test_ablations_match_equations_and_counts(switches):
       use_hap=switches.get('hap', True), use_ee=switches.get('ee', True),
       reduced_width=None)
   c = 16
-  variables, x = _init(module, (2, 5, 5, c))
-  expected = ref_hga(np.asarray(x), _np(variables['params']), **switches)
+  variables, x = random_variables(module, (2, 5, 5, c))
+  expected = ref_hga(np.asarray(x), to_numpy(variables['params']), **switches)
   chex.assert_trees_all_close(np.asarray(module.apply(variables, x)), expected,
                               atol=1e-5, rtol=1e-5)
   # Parameters by hand: MFE k^2 C per branch, pooled width P, EE P*C/4 + C^2/4.
@@ -159,7 +141,7 @@ def test_narrow_maps_use_the_plain_module():
 
 def test_bf16_compute_keeps_fp32_params():
   module = HierarchicalGlobalAttention(reduced_width=8)
-  variables, x = _init(module, (2, 6, 6, 24))
+  variables, x = random_variables(module, (2, 6, 6, 24))
   out16 = jax.jit(HierarchicalGlobalAttention(
       reduced_width=8, dtype=jnp.bfloat16).apply)(variables, x)
   bf16_vars = jax.eval_shape(HierarchicalGlobalAttention(
@@ -176,7 +158,7 @@ def test_bf16_compute_keeps_fp32_params():
 
 def test_attention_weights_are_sown():
   module = HierarchicalGlobalAttention(reduced_width=None)
-  variables, x = _init(module, (2, 4, 4, 8))
+  variables, x = random_variables(module, (2, 4, 4, 8))
   _, state = module.apply(variables, x, mutable=['intermediates'])
   (weights,) = state['intermediates']['channel_weights']
   chex.assert_shape(weights, (2, 1, 1, 8))

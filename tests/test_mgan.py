@@ -9,26 +9,8 @@ import pytest
 import flax_attn
 from flax_attn.attention.mgan import MultiGrainedAttention
 from flax_attn.models import HEADS
-from helpers import model_param_count, param_count
-
-
-def _init(module, shape, seed=0, **kwargs):
-  """Random input and parameters of the module's shapes (no initialiser
-  compiles)."""
-  rng = np.random.RandomState(seed)
-  x = jnp.asarray(rng.randn(*shape), jnp.float32)
-  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), x, **kwargs))
-  variables = jax.tree_util.tree_map(
-      lambda s: jnp.asarray(0.3 * rng.randn(*s.shape), s.dtype), shapes)
-  return variables, x
-
-
-def _np(tree):
-  return jax.tree_util.tree_map(np.asarray, tree)
-
-
-def sigmoid(v):
-  return 1 / (1 + np.exp(-v))
+from helpers import (model_param_count, param_count, random_variables,
+                     sigmoid, to_numpy)
 
 
 def ref_depthwise(x, kernel, bias):
@@ -82,11 +64,11 @@ class MGANValueTest(chex.TestCase):
   @chex.variants(with_jit=True)
   def test_ma_matches_algorithms(self):
     module = MultiGrainedAttention()
-    variables, x = _init(module, (2, 6, 6, 32))
+    variables, x = random_variables(module, (2, 6, 6, 32))
     out = self.variant(module.apply)(variables, x)
     chex.assert_shape(out, x.shape)
     chex.assert_trees_all_close(np.asarray(out),
-                                ref_ma(np.asarray(x), _np(variables['params'])),
+                                ref_ma(np.asarray(x), to_numpy(variables['params'])),
                                 atol=1e-4, rtol=1e-4)
 
 
@@ -98,9 +80,9 @@ def test_table4_kernel_sets_param_counts(kernels):
 
 def test_head_matches_steps_9_to_12():
   head = HEADS.get('mgan')(num_classes=5)
-  variables, x = _init(head, (2, 4, 4, 16))
+  variables, x = random_variables(head, (2, 4, 4, 16))
   logits, feats = jax.jit(head.apply)(variables, x)
-  p = _np(variables['params'])
+  p = to_numpy(variables['params'])
   xn = np.asarray(x)
   f_new = np.concatenate([ref_features(xn, p['features']),           # step 9
                           xn @ p['feature_conv']['kernel'][0, 0]
@@ -149,7 +131,7 @@ def test_named_models_and_table4_override():
 
 def test_bf16_compute_keeps_fp32_params():
   module = MultiGrainedAttention()
-  variables, x = _init(module, (2, 6, 6, 32))
+  variables, x = random_variables(module, (2, 6, 6, 32))
   module16 = MultiGrainedAttention(dtype=jnp.bfloat16)
   shapes16 = jax.eval_shape(module16.init, jax.random.key(0), x)
   assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(shapes16))
@@ -161,7 +143,7 @@ def test_bf16_compute_keeps_fp32_params():
 
 def test_maps_are_sown_and_bad_kernels_fail():
   module = MultiGrainedAttention()
-  variables, x = _init(module, (2, 4, 4, 16))
+  variables, x = random_variables(module, (2, 4, 4, 16))
   _, state = module.apply(variables, x, mutable=['intermediates'])
   maps = state['intermediates']['features']
   chex.assert_shape(maps['spatial_map0'][0], (2, 4, 4, 1))

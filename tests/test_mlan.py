@@ -14,7 +14,7 @@ from flax_attn import create_model, list_models
 from flax_attn.attention import get_attention
 from flax_attn.models.layers import make_conv
 from flax_attn.models.mlan import FUSIONS, MLAN, Fusion
-from helpers import model_param_count, param_count
+from helpers import model_param_count, param_count, sigmoid
 
 # --------------------------------------------------------------------------
 # numpy references
@@ -36,10 +36,6 @@ def np_conv(x, kernel, bias=None, stride=1):
                  j:j + stride * (wo - 1) + 1:stride, :]
       out += patch @ kernel[i, j]
   return out if bias is None else out + np.asarray(bias, np.float64)
-
-
-def sigmoid(z):
-  return 1.0 / (1.0 + np.exp(-z))
 
 
 def relu(z):
