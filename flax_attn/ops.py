@@ -306,7 +306,7 @@ def _narrow_output_conv_fwd(x, kernel, padding):
 def _narrow_output_conv_bwd(padding, residuals, g):
   x, kernel = residuals
   kh, kw, ci, co = kernel.shape
-  n, h, w, _ = x.shape
+  _, h, w, _ = x.shape
   ho, wo = g.shape[1], g.shape[2]
   (pt, _), (pl, _) = padding
   acc_dtype = jnp.promote_types(x.dtype, jnp.float32)
@@ -337,8 +337,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          precision=None, preferred_element_type=None):
   """`lax.conv_general_dilated`, faster where XLA:CPU is slow.
 
-  Same arguments and results. For a 2-D NHWC x HWIO convolution with
-  explicit padding, compiled for CPU:
+  Same arguments and results. For a 2-D NHWC x HWIO convolution (explicit
+  or 'SAME' / 'VALID' padding), compiled for CPU:
   * a stride-1 one with few output channels (MLAN's 3 x 3 C -> 3 masks)
     runs as a matmul and shifted adds (`_narrow_output_conv`);
   * any other plain (undilated, ungrouped) one gets its kernel gradient from

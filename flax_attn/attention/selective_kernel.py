@@ -52,8 +52,7 @@ def _default_conv(dtype):
     return Conv(features, kernel_size, strides,
                 padding=((pad, pad), (pad, pad)),
                 kernel_dilation=(dilation, dilation), use_bias=False,
-                dtype=dtype,
-                **kwargs)
+                dtype=dtype, **kwargs)
 
   return conv
 

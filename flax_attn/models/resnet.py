@@ -231,9 +231,7 @@ class Res2NetBasicBlock(ResidualParts, nn.Module):
       raise ValueError(f'Res2Net basic block: filters {self.filters} not '
                        f'divisible by scale {self.scale}')
     is_first = self.strides > 1 or x.shape[-1] != self.filters
-    y = self.conv(self.filters, (3, 3), (self.strides, self.strides),
-                  name='conv1')(x)
-    y = self.act(self.norm(name='bn1')(y))
+    y = self.spatial_conv(x, self.filters, self.strides, 1, 1, train)
     y = MultiScaleConv(self.filters // self.scale, self.scale, 1, is_first,
                        self.conv, self.norm, self.act, name='multiscale')(y)
     y = self.conv(self.filters, (1, 1), name='conv3')(y)

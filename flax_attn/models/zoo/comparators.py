@@ -89,7 +89,20 @@ class SimAMBottleneck(Bottleneck):
 SK_BASIC_DEFAULTS = dict(rd_ratio=1 / 8, rd_divisor=16, split_input=True)
 
 
-class SelectiveKernelBasicBlock(BasicBlock):
+class _SelectiveKernelSpatial:
+  """Mixin: the block's 3x3 conv (with its BN and act) is a
+  `SelectiveKernelConv`, the block's `sk_kwargs` over `sk_defaults`."""
+  sk_defaults = {}
+
+  def spatial_conv(self, y, features, strides, groups, index, train):
+    return SelectiveKernelConv(
+        features, strides, groups=groups, conv=self.conv, norm=self.norm,
+        act=self.act, dtype=y.dtype,
+        **{**self.sk_defaults, **(self.sk_kwargs or {})},
+        name=f'conv{index}')(y, train=train)
+
+
+class SelectiveKernelBasicBlock(_SelectiveKernelSpatial, BasicBlock):
   """SK conv (stride) -> 3x3 conv -> BN -> attn -> + shortcut -> act.
 
   The SK conv's paths carry their own BN + ReLU, so there is no bn1.
@@ -97,16 +110,10 @@ class SelectiveKernelBasicBlock(BasicBlock):
   skresnet18/34, `SK_BASIC_DEFAULTS`).
   """
   sk_kwargs: Optional[Dict[str, Any]] = None
-
-  def spatial_conv(self, y, features, strides, groups, index, train):
-    return SelectiveKernelConv(
-        features, strides, groups=groups, conv=self.conv, norm=self.norm,
-        act=self.act, dtype=y.dtype,
-        **{**SK_BASIC_DEFAULTS, **(self.sk_kwargs or {})},
-        name=f'conv{index}')(y, train=train)
+  sk_defaults = SK_BASIC_DEFAULTS
 
 
-class SelectiveKernelBottleneck(Bottleneck):
+class SelectiveKernelBottleneck(_SelectiveKernelSpatial, Bottleneck):
   """1x1 -> SK conv (stride, groups) -> 1x1 -> BN -> attn -> + shortcut.
 
   Inner width `floor(filters * base_width / 64) * groups` as ResNeXt.
@@ -114,12 +121,6 @@ class SelectiveKernelBottleneck(Bottleneck):
   paper's r = 16, L = 32, whole input to every path).
   """
   sk_kwargs: Optional[Dict[str, Any]] = None
-
-  def spatial_conv(self, y, features, strides, groups, index, train):
-    return SelectiveKernelConv(
-        features, strides, groups=groups, conv=self.conv, norm=self.norm,
-        act=self.act, dtype=y.dtype, **(self.sk_kwargs or {}),
-        name=f'conv{index}')(y, train=train)
 
 
 # --------------------------------------------------------------------------
