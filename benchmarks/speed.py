@@ -146,6 +146,7 @@ def run_jax(spec: Dict[str, Any]) -> Dict[str, Any]:
   lr_fn = train.create_learning_rate_fn(config, 390, 390 * 200)
   tx = train.create_optimizer(config, lr_fn)
   mesh = Mesh(np.asarray(jax.devices()), ('data',))
+  jax.set_mesh(mesh)  # as train.py traces its steps (ops.py's batch sums)
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
   state = jax.jit(functools.partial(
       train.create_train_state, model=model, tx=tx,

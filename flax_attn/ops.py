@@ -20,6 +20,10 @@ from jax import lax
 # a few images at a time keeps them in cache (benchmarks/README.md).
 _PATCH_BYTES_PER_CHUNK = 4 << 20
 
+# The mesh axis a batch is sharded along (flax_attn.train's mesh). Under a
+# mesh context with this axis, batch sums run per device (`shard_map`).
+BATCH_AXIS = 'data'
+
 
 def _patches(x, kernel_size, strides, padding):
   """im2col of an NHWC batch: (N, Ho, Wo, kh * kw * C), tap-major."""
@@ -45,9 +49,38 @@ def _batch_chunk(n: int, per_image_bytes: int) -> int:
   return chunk
 
 
+def _batch_shards(n: int) -> int:
+  """Devices the context mesh splits a batch of n along BATCH_AXIS over (1:
+  no mesh context, no such axis, already inside a shard_map over it, or n
+  not divisible)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if (mesh.empty or BATCH_AXIS not in mesh.axis_names
+      or BATCH_AXIS in mesh.manual_axes):
+    return 1
+  size = mesh.shape[BATCH_AXIS]
+  return size if n % size == 0 else 1
+
+
 def _sum_over_batch_chunks(fn, x, g, chunk, out_shape):
-  """sum of fn(x_chunk, g_chunk) over the batch, `chunk` images per step."""
+  """sum of fn(x_chunk, g_chunk) over the batch, `chunk` images per step.
+
+  With the batch sharded over a mesh, each device sums its own images and
+  the partial sums are added (psum): left to the SPMD partitioner, the loop
+  over batch chunks made every device all-gather x and g and compute the
+  whole batch's sum (benchmarks/README.md, change 25).
+  """
   n = x.shape[0]
+  shards = _batch_shards(n)
+  if shards > 1:
+    local = functools.partial(_sum_over_batch_chunks, fn,
+                              chunk=max(1, chunk // shards),
+                              out_shape=out_shape)
+    return jax.shard_map(
+        lambda xs, gs: lax.psum(local(xs, gs), BATCH_AXIS),
+        in_specs=(jax.P(BATCH_AXIS), jax.P(BATCH_AXIS)), out_specs=jax.P(),
+        axis_names={BATCH_AXIS}, check_vma=False)(x, g)
+  while n % chunk:
+    chunk -= 1
   if chunk == n:
     return fn(x, g)
   xs = x.reshape((n // chunk, chunk) + x.shape[1:])

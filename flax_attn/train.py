@@ -7,7 +7,9 @@
 
 One jit-compiled train step and one eval step over a `jax.sharding.Mesh` of
 all (or `config.num_devices`) devices: the batch is sharded along 'data', the
-state replicated, so BatchNorm statistics are those of the global batch.
+state replicated, so BatchNorm statistics are those of the global batch. The
+steps are traced under `jax.set_mesh(mesh)`: ops.py's batch sums (the CPU
+kernel gradients) then run per device instead of being all-gathered.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from jax.sharding import PartitionSpec as P
 from flax_attn import data as data_lib
 from flax_attn.errors import CheckpointError, ConfigError
 from flax_attn.models import model_from_config
+from flax_attn.ops import BATCH_AXIS
 
 OPTIMIZERS = ('sgd', 'adamw')
 SCHEDULES = ('multistep', 'cosine', 'constant')
@@ -115,7 +118,7 @@ def create_mesh(config) -> Mesh:
   if n > len(devices):
     raise ConfigError(f'config.num_devices={n} but only {len(devices)} '
                       'devices are available')
-  return Mesh(np.asarray(devices[:n]), ('data',))
+  return Mesh(np.asarray(devices[:n]), (BATCH_AXIS,))
 
 
 def create_learning_rate_fn(config, steps_per_epoch: int,
@@ -421,7 +424,7 @@ def _build(config, workdir: Optional[str]):
   return dict(mesh=mesh, spec=spec, model=model, tx=tx, lr_fn=lr_fn,
               state=state, steps_per_epoch=steps_per_epoch,
               total_steps=total_steps, replicated=replicated,
-              batch_sharding=NamedSharding(mesh, P('data')))
+              batch_sharding=NamedSharding(mesh, P(BATCH_AXIS)))
 
 
 def _global_batch(batch, sharding):

@@ -200,6 +200,36 @@ def test_grouped_conv_taps_over_several_chunks(monkeypatch):
   chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize('kernel_shape,groups', [((3, 3, 4, 6), 1),
+                                                 ((3, 3, 1, 4), 4)])
+def test_batch_sharded_kernel_gradients_stay_per_device(monkeypatch,
+                                                        kernel_shape, groups):
+  # Under a mesh context, the loops over batch chunks (im2col and per-tap
+  # kernel gradients) run on each device's images and psum the partial
+  # sums; the SPMD partitioner left alone all-gathers the batch instead.
+  monkeypatch.setattr(ops, '_PATCH_BYTES_PER_CHUNK', 4000)  # several chunks
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), (ops.BATCH_AXIS,))
+  n = 2 * mesh.size
+  x = jax.random.normal(jax.random.key(0), (n, 6, 6, 4))
+  kernel = jax.random.normal(jax.random.key(1), kernel_shape)
+
+  def grads(conv, x, kernel):
+    return jax.grad(lambda x, k: jnp.sum(jnp.sin(conv(
+        x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC,
+        feature_group_count=groups))), (0, 1))(x, kernel)
+
+  want = jax.jit(functools.partial(grads, lax.conv_general_dilated))(x, kernel)
+  sharded = jax.device_put(x, jax.sharding.NamedSharding(
+      mesh, jax.P(ops.BATCH_AXIS)))
+  with jax.set_mesh(mesh):
+    fast = jax.jit(functools.partial(grads, ops.conv_general_dilated))
+    hlo = fast.lower(sharded, kernel).compile().as_text()
+    got = fast(sharded, kernel)
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-4)
+  if mesh.size > 1 and jax.default_backend() == 'cpu':
+    assert 'all-gather' not in hlo and 'all-reduce' in hlo
+
+
 def test_make_conv_uses_it_and_keeps_parameter_names():
   conv = layers.make_conv(jnp.float32)(6, (3, 3), (2, 2), name='conv')
   assert conv.conv_general_dilated is ops.conv_general_dilated
