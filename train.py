@@ -29,9 +29,7 @@ def main(argv):
 
   def body():
     import jax  # pylint: disable=g-import-not-at-top
-    if cli.FLAGS.multihost:
-      jax.distributed.initialize()
-    cli.enable_compilation_cache(config)
+    cli.start_jax(config, cli.FLAGS.multihost)
     from flax_attn import train  # pylint: disable=g-import-not-at-top
     result = train.train_and_evaluate(config, cli.FLAGS.workdir)
     if result and jax.process_index() == 0:

@@ -320,9 +320,13 @@ def worker_env(spec: Dict[str, Any], hugepages: bool) -> Dict[str, str]:
   env.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   flags = env.get('XLA_FLAGS', '')
   if spec['framework'] == 'jax':
-    if spec.get('jax_cpu_devices', 1) > 1:
-      flags += (' --xla_force_host_platform_device_count='
-                f'{spec["jax_cpu_devices"]}')
+    # As train.py splits a CPU host (flax_attn.cli.configure_cpu_devices).
+    sys.path.insert(0, REPO)
+    from flax_attn import cli  # pylint: disable=g-import-not-at-top
+    if 'xla_force_host_platform_device_count' not in flags:
+      count = cli.cpu_device_count(spec.get('jax_cpu_devices', -1),
+                                   spec['threads'], (spec['batch'],))
+      flags += ' ' + cli.cpu_device_xla_flags(count, spec['threads'])
     if spec['threads'] == 1:
       flags += ' --xla_cpu_multi_thread_eigen=false'
   env['XLA_FLAGS'] = flags.strip()
@@ -642,8 +646,9 @@ def parse_args(argv=None):
                  help='threads per framework (0 = all cores); 1 pins both '
                  'frameworks to --pin-cpu')
   p.add_argument('--pin-cpu', type=int, default=1)
-  p.add_argument('--jax-cpu-devices', type=int, default=1,
-                 help='split the JAX batch over this many XLA:CPU devices')
+  p.add_argument('--jax-cpu-devices', type=int, default=-1,
+                 help='XLA:CPU devices the JAX batch is split over: -1 = '
+                 'one per thread, as train.py does; 0 = one device')
   p.add_argument('--no-hugepages', action='store_true',
                  help='leave malloc as it is (default: GLIBC_TUNABLES='
                  'glibc.malloc.hugetlb=1 for every worker)')

@@ -41,6 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_train_steps = -1     # > 0 overrides num_epochs
   config.seed = 0
   config.num_devices = 0          # devices to shard the batch over; 0 = all
+  # XLA:CPU devices a CPU host is split into (train.py / eval.py): -1 = one
+  # per core, one thread each; 0 = XLA's single device on all cores.
+  config.cpu_devices = -1
 
   # Optimiser (optax).
   config.optimizer = 'sgd'        # sgd | adamw

@@ -519,6 +519,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     print(report, flush=True)
   if is_main:
     write_config(workdir, config)
+    print(f'training on {mesh.size} {mesh.devices.flat[0].platform} '
+          f'device(s), {config.batch_size // mesh.size} images each per step',
+          flush=True)
 
   train_iter = data_lib.create_train_iterator(
       config, seed=config.seed, process_index=jax.process_index(),

@@ -1,4 +1,5 @@
-"""train.py / eval.py restart once with malloc on huge pages (launch_env)."""
+"""Process set-up of train.py / eval.py: a restart with malloc on huge pages
+(launch_env), and a CPU host split into one XLA:CPU device per core (cli)."""
 import os
 import subprocess
 import sys
@@ -37,3 +38,58 @@ def test_restarts_once_with_the_tunable_and_the_same_arguments(tmp_path):
 
 def test_can_be_turned_off(tmp_path):
   assert _run(tmp_path, FLAX_ATTN_HUGEPAGES='0') == ["None ['--a', 'b'] True"]
+
+
+@pytest.mark.parametrize('requested,cores,batches,want', [
+    (-1, 2, (128, 128), 2),   # one device per core
+    (-1, 8, (12, 20), 4),     # the most cores that divide every batch
+    (-1, 2, (127, 128), 0),   # none do: XLA's single device
+    (-1, 1, (128, 128), 0),
+    (0, 8, (128, 128), 0),    # asked for XLA's default
+    (3, 2, (128, 128), 3),    # asked for 3 (validate_config checks batches)
+])
+def test_cpu_device_count(requested, cores, batches, want):
+  from flax_attn import cli
+  assert cli.cpu_device_count(requested, cores, batches) == want
+
+
+@pytest.mark.parametrize('bad', [-2, 1.5, 'auto'])
+def test_bad_cpu_devices_value_fails_with_one_line(bad):
+  from flax_attn import cli
+  from flax_attn.errors import ConfigError
+  with pytest.raises(ConfigError, match=r'^config.cpu_devices=.* valid: -1 '
+                     r'\(one per core\), 0 .* or a positive count$'):
+    cli.cpu_device_count(bad, 2, (128,))
+
+
+DEVICES_SCRIPT = f'''
+import os, sys
+sys.path.insert(0, {ROOT!r})
+import ml_collections
+from flax_attn import cli
+config = ml_collections.ConfigDict(dict(batch_size=int(sys.argv[1]),
+                                        eval_batch_size=0, cpu_devices=-1))
+cli.configure_cpu_devices(config)
+import jax
+print(len(jax.devices('cpu')), 'multi_thread_eigen=false' in os.environ['XLA_FLAGS'])
+'''
+
+
+@pytest.mark.parametrize('xla_flags,batch,want', [
+    ('', 'cores', 'cores True'),
+    ('', 'cores+1', '1 False'),  # (cores + 1) % cores: no split
+    ('--xla_force_host_platform_device_count=3', 'cores', '3 False'),
+])
+def test_cpu_host_is_split_into_one_device_per_core(tmp_path, xla_flags,
+                                                    batch, want):
+  cores = len(os.sched_getaffinity(0))
+  script = tmp_path / 'devices.py'
+  script.write_text(DEVICES_SCRIPT)
+  env = dict(os.environ, XLA_FLAGS=xla_flags, JAX_PLATFORMS='cpu')
+  size = cores if batch == 'cores' else cores + 1
+  out = subprocess.run([sys.executable, str(script), str(size)], env=env,
+                       capture_output=True, text=True, check=True)
+  expect = want.replace('cores', str(cores))
+  if cores == 1:
+    expect = '1 False' if not xla_flags else expect  # nothing to split
+  assert out.stdout.strip() == expect
