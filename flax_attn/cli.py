@@ -8,6 +8,7 @@ from typing import Callable
 from absl import flags
 from ml_collections import config_flags
 
+from flax_attn.errors import ConfigError
 from flax_attn.registry import UnknownNameError
 
 FLAGS = flags.FLAGS
@@ -57,7 +58,6 @@ def cpu_device_count(requested: int, cores: int, batch_sizes) -> int:
   (validate_config names a batch size N does not divide).
   """
   if not isinstance(requested, int) or requested < -1:
-    from flax_attn.errors import ConfigError  # pylint: disable=g-import-not-at-top
     raise ConfigError(f'config.cpu_devices={requested!r} is not valid; valid: '
                       '-1 (one per core), 0 (XLA\'s single CPU device) or a '
                       'positive count')
