@@ -42,7 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.num_devices = 0          # devices to shard the batch over; 0 = all
   # XLA:CPU devices a CPU host is split into (train.py / eval.py): -1 = one
-  # per core, one thread each; 0 = XLA's single device on all cores.
+  # per core (at most num_devices), one thread each, where every batch size
+  # divides; 0 = XLA's single device on all cores; N = N.
   config.cpu_devices = -1
 
   # Optimiser (optax).

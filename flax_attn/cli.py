@@ -95,7 +95,9 @@ def configure_cpu_devices(config) -> int:
   cores = len(os.sched_getaffinity(0)) if hasattr(
       os, 'sched_getaffinity') else (os.cpu_count() or 1)
   eval_batch = config.get('eval_batch_size', 0) or config.batch_size
-  count = cpu_device_count(config.get('cpu_devices', -1), cores,
+  # A mesh of config.num_devices devices uses no more of them.
+  usable = min(cores, config.get('num_devices', 0) or cores)
+  count = cpu_device_count(config.get('cpu_devices', -1), usable,
                            (config.batch_size, eval_batch))
   extra = cpu_device_xla_flags(count, cores)
   if extra:

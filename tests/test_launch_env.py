@@ -68,26 +68,29 @@ sys.path.insert(0, {ROOT!r})
 import ml_collections
 from flax_attn import cli
 config = ml_collections.ConfigDict(dict(batch_size=int(sys.argv[1]),
-                                        eval_batch_size=0, cpu_devices=-1))
+                                        eval_batch_size=0, cpu_devices=-1,
+                                        num_devices=int(sys.argv[2])))
 cli.configure_cpu_devices(config)
 import jax
 print(len(jax.devices('cpu')), 'multi_thread_eigen=false' in os.environ['XLA_FLAGS'])
 '''
 
 
-@pytest.mark.parametrize('xla_flags,batch,want', [
-    ('', 'cores', 'cores True'),
-    ('', 'cores+1', '1 False'),  # (cores + 1) % cores: no split
-    ('--xla_force_host_platform_device_count=3', 'cores', '3 False'),
+@pytest.mark.parametrize('xla_flags,batch,num_devices,want', [
+    ('', 'cores', 0, 'cores True'),
+    ('', 'cores+1', 0, '1 False'),  # (cores + 1) % cores: no split
+    ('', 'cores', 1, '1 False'),  # a one-device mesh keeps XLA's threads
+    ('--xla_force_host_platform_device_count=3', 'cores', 0, '3 False'),
 ])
 def test_cpu_host_is_split_into_one_device_per_core(tmp_path, xla_flags,
-                                                    batch, want):
+                                                    batch, num_devices, want):
   cores = len(os.sched_getaffinity(0))
   script = tmp_path / 'devices.py'
   script.write_text(DEVICES_SCRIPT)
   env = dict(os.environ, XLA_FLAGS=xla_flags, JAX_PLATFORMS='cpu')
   size = cores if batch == 'cores' else cores + 1
-  out = subprocess.run([sys.executable, str(script), str(size)], env=env,
+  out = subprocess.run([sys.executable, str(script), str(size),
+                        str(num_devices)], env=env,
                        capture_output=True, text=True, check=True)
   expect = want.replace('cores', str(cores))
   if cores == 1:
