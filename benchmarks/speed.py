@@ -130,11 +130,22 @@ def _flops(compiled) -> Optional[float]:
 
 
 def run_jax(spec: Dict[str, Any]) -> Dict[str, Any]:
-  """Times flax_attn.train.train_step / eval_step as train.py jits them."""
+  """Times flax_attn.train.train_step / eval_step as train.py jits them:
+  over a mesh of every device, traced under it (ops.py's batch sums)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.sharding import Mesh  # pylint: disable=g-import-not-at-top
+  from flax_attn.ops import BATCH_AXIS  # pylint: disable=g-import-not-at-top
+  mesh = Mesh(np.asarray(jax.devices()), (BATCH_AXIS,))
+  with jax.set_mesh(mesh):
+    return _run_jax_on(mesh, spec)
+
+
+def _run_jax_on(mesh, spec: Dict[str, Any]) -> Dict[str, Any]:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jax.sharding import Mesh, NamedSharding  # pylint: disable=g-import-not-at-top
+  from jax.sharding import NamedSharding  # pylint: disable=g-import-not-at-top
   from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
   from flax_attn import train  # pylint: disable=g-import-not-at-top
@@ -145,9 +156,8 @@ def run_jax(spec: Dict[str, Any]) -> Dict[str, Any]:
   model = jax_model(spec['backbone'], spec['attn'], classes, spec['dtype'])
   lr_fn = train.create_learning_rate_fn(config, 390, 390 * 200)
   tx = train.create_optimizer(config, lr_fn)
-  mesh = Mesh(np.asarray(jax.devices()), ('data',))
-  jax.set_mesh(mesh)  # as train.py traces its steps (ops.py's batch sums)
-  replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+  replicated = NamedSharding(mesh, P())
+  sharded = NamedSharding(mesh, P(mesh.axis_names[0]))
   state = jax.jit(functools.partial(
       train.create_train_state, model=model, tx=tx,
       image_shape=(size, size, 3), use_ema=False),
