@@ -74,6 +74,7 @@ def test_quickstart_learns_digits(tmp_path):
   config = quickstart.get_config()
   config.num_epochs = 2
   config.progress_bar = False
+  config.num_devices = 1  # learning, not sharding, is this test's question
   result = train.train_and_evaluate(config, str(tmp_path))
   assert result['num_examples'] == 300
   assert result['top1'] > 0.6, result  # chance is 0.1
