@@ -333,10 +333,8 @@ def worker_env(spec: Dict[str, Any], hugepages: bool) -> Dict[str, str]:
     # As train.py splits a CPU host (flax_attn.cli.configure_cpu_devices).
     sys.path.insert(0, REPO)
     from flax_attn import cli  # pylint: disable=g-import-not-at-top
-    if 'xla_force_host_platform_device_count' not in flags:
-      count = cli.cpu_device_count(spec.get('jax_cpu_devices', -1),
-                                   spec['threads'], (spec['batch'],))
-      flags += ' ' + cli.cpu_device_xla_flags(count, spec['threads'])
+    flags = cli.with_cpu_devices(flags, spec.get('jax_cpu_devices', -1),
+                                 spec['threads'], (spec['batch'],))
     if spec['threads'] == 1:
       flags += ' --xla_cpu_multi_thread_eigen=false'
   env['XLA_FLAGS'] = flags.strip()

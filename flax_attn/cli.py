@@ -68,18 +68,25 @@ def cpu_device_count(requested: int, cores: int, batch_sizes) -> int:
   return count if count > 1 else 0
 
 
-def cpu_device_xla_flags(count: int, cores: int) -> str:
-  """XLA_FLAGS that split the host into `count` XLA:CPU devices ('' for 0),
-  each single-threaded when they fill the cores."""
+def with_cpu_devices(xla_flags: str, requested: int, cores: int,
+                     batch_sizes, max_devices: int = 0) -> str:
+  """`xla_flags` plus what splits the host into cpu_device_count(...)
+  XLA:CPU devices (at most max_devices, 0 = no limit), each single-threaded
+  when they fill the cores. Flags that already set a device count (or
+  Eigen's threading) are kept as they are."""
+  if 'xla_force_host_platform_device_count' in xla_flags:
+    return xla_flags
+  usable = min(cores, max_devices or cores)
+  count = cpu_device_count(requested, usable, batch_sizes)
   if not count:
-    return ''
-  flags_ = f'--xla_force_host_platform_device_count={count}'
-  if count >= cores:
-    flags_ += ' --xla_cpu_multi_thread_eigen=false'
-  return flags_
+    return xla_flags
+  extra = f'--xla_force_host_platform_device_count={count}'
+  if count >= cores and 'xla_cpu_multi_thread_eigen' not in xla_flags:
+    extra += ' --xla_cpu_multi_thread_eigen=false'
+  return f'{xla_flags} {extra}'.strip()
 
 
-def configure_cpu_devices(config) -> int:
+def configure_cpu_devices(config) -> None:
   """Splits a CPU host into config.cpu_devices XLA:CPU devices (default: one
   per core, each single-threaded), before JAX starts its backends.
 
@@ -87,22 +94,18 @@ def configure_cpu_devices(config) -> int:
   a second core poorly for CNN steps: a CIFAR ResNet-20 step ran 35% faster
   on 2 cores this way (benchmarks/README.md, change 26). Only the CPU
   backend is affected; XLA_FLAGS that already set a device count are left
-  as they are. Returns the count set (0: none).
+  as they are.
   """
-  flags_env = os.environ.get('XLA_FLAGS', '')
-  if 'xla_force_host_platform_device_count' in flags_env:
-    return 0
   cores = len(os.sched_getaffinity(0)) if hasattr(
       os, 'sched_getaffinity') else (os.cpu_count() or 1)
   eval_batch = config.get('eval_batch_size', 0) or config.batch_size
+  flags_env = os.environ.get('XLA_FLAGS', '')
   # A mesh of config.num_devices devices uses no more of them.
-  usable = min(cores, config.get('num_devices', 0) or cores)
-  count = cpu_device_count(config.get('cpu_devices', -1), usable,
-                           (config.batch_size, eval_batch))
-  extra = cpu_device_xla_flags(count, cores)
-  if extra:
-    os.environ['XLA_FLAGS'] = f'{flags_env} {extra}'.strip()
-  return count
+  new_flags = with_cpu_devices(flags_env, config.get('cpu_devices', -1),
+                               cores, (config.batch_size, eval_batch),
+                               config.get('num_devices', 0))
+  if new_flags != flags_env:
+    os.environ['XLA_FLAGS'] = new_flags
 
 
 def start_jax(config, multihost: bool) -> None:

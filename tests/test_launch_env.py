@@ -62,6 +62,21 @@ def test_bad_cpu_devices_value_fails_with_one_line(bad):
     cli.cpu_device_count(bad, 2, (128,))
 
 
+@pytest.mark.parametrize('xla_flags,max_devices,want', [
+    ('--a', 0, '--a --xla_force_host_platform_device_count=4 '
+     '--xla_cpu_multi_thread_eigen=false'),
+    ('--xla_cpu_multi_thread_eigen=true', 0,  # the user's threading stays
+     '--xla_cpu_multi_thread_eigen=true '
+     '--xla_force_host_platform_device_count=4'),
+    ('', 2, '--xla_force_host_platform_device_count=2'),  # 2 of 4 cores
+    ('--xla_force_host_platform_device_count=3', 0,
+     '--xla_force_host_platform_device_count=3'),
+])
+def test_with_cpu_devices(xla_flags, max_devices, want):
+  from flax_attn import cli
+  assert cli.with_cpu_devices(xla_flags, -1, 4, (128,), max_devices) == want
+
+
 DEVICES_SCRIPT = f'''
 import os, sys
 sys.path.insert(0, {ROOT!r})
