@@ -6,6 +6,7 @@ multiply-adds (few channels per group), a matmul and shifted adds (few output
 channels), or with its kernel gradient as im2col matmuls. BatchNorm: nn.BatchNorm with a closed-form backward.
 """
 import functools
+import re
 
 import chex
 import flax.linen as nn
@@ -142,6 +143,32 @@ def test_string_padding_equals_lax(padding, kernel_shape, groups):
   chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
   # YNNPACK's sums vs Eigen's: gradients of up to ~30 agree to ~3e-6 of that.
   chex.assert_trees_all_close(got_grads, want_grads, rtol=1e-5, atol=1e-4)
+
+
+# Narrow float32 convolutions get a 17th, zero channel on CPU so that XLA
+# runs them on YNNPACK (more than 16 channels on a side), in the forward pass
+# and in the input gradient; 16 -> 32 already qualifies and is left alone.
+@pytest.mark.parametrize('kernel_shape,padded', [
+    ((3, 3, 16, 16), True), ((3, 3, 3, 16), True), ((3, 3, 16, 32), False)])
+def test_narrow_convs_are_padded_to_reach_ynnpack(kernel_shape, padded):
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, kernel_shape[2]))
+  kernel = jax.random.normal(jax.random.key(1), kernel_shape)
+  grad = jax.jit(jax.value_and_grad(_loss, (1, 2)), static_argnums=(0, 3, 4))
+  args = ((1, 1), ((1, 1), (1, 1)))
+  hlo = grad.lower(ops.conv_general_dilated, x, kernel, *args).compile(
+      ).as_text()
+  # Buffers with 17 channels, by the pass that makes them.
+  with_17 = [name for line in hlo.splitlines()
+             if re.search(r'= f32\[[\d,]*,17\]\S* ', line)
+             for name in re.findall(r'op_name="([^"]*)"', line)]
+  in_forward = any('transpose(' not in name for name in with_17)
+  in_input_grad = any('transpose(' in name for name in with_17)
+  on_cpu = jax.default_backend() == 'cpu'
+  assert in_forward == in_input_grad == (padded and on_cpu), with_17
+  value, grads = grad(ops.conv_general_dilated, x, kernel, *args)
+  want_value, want_grads = grad(lax.conv_general_dilated, x, kernel, *args)
+  np.testing.assert_allclose(value, want_value, rtol=1e-5)
+  chex.assert_trees_all_close(grads, want_grads, rtol=2e-5, atol=1e-4)
 
 
 def test_other_layouts_fall_back_to_lax():
