@@ -122,11 +122,10 @@ def _kernel_grad_im2col(x, g, kernel_shape, strides, padding):
 
 
 # XLA:CPU runs a float32 convolution on YNNPACK only if it has more than 16
-# input or output channels; on Eigen, narrower ones from 8 channels up are
-# 1.2-1.8x slower than with a zero channel added (benchmarks/README.md,
-# change 27).
+# input or output channels; on Eigen, those with 16 output channels are
+# 1.1-1.8x slower than on YNNPACK with a 17th, zero channel added
+# (benchmarks/README.md, change 27).
 _YNN_MIN_CHANNELS = 17
-_PAD_TO_YNN_FROM_CHANNELS = 8
 
 
 def _xla_conv_nhwc(x, kernel, strides, padding):
@@ -154,25 +153,31 @@ def _ynn_conv_nhwc(x, kernel, strides, padding, pad_input):
 
 
 def _cpu_conv_nhwc(x, kernel, strides, padding, transposed=False):
-  """The convolution, on CPU through YNNPACK where it is narrow.
+  """The convolution, on CPU through YNNPACK where it writes 16 channels.
 
-  The wider side is padded: the input where it has at least as many
-  channels as the output, which spares slicing the result (16 -> 16 at
-  32 x 32: 6.8 -> 5.8 ms per 64 images; the output: 8.2 ms). `transposed`:
-  this convolution is differentiated for its input gradient, a convolution
-  from the output channels to the input ones, which the same rule pads
-  where it reads from: the output side (8.6 -> 6.0 ms).
+  A zero channel goes on the side with 16 channels: the input where it has
+  them (16 -> 16 at 32 x 32: 6.8 -> 5.8 ms per 64 images; padding the
+  output instead: 8.2), else the output, sliced off (the 3 -> 16 stem: 8.8
+  -> 4.9 ms). Narrower outputs stay on Eigen: 17 -> 8 or 17 -> 12 on
+  YNNPACK were up to 2x slower. `transposed`: this convolution is
+  differentiated for its input gradient, which reads the output channels
+  and writes the input ones, so the rule applies the other way round (16
+  -> 16: 8.6 -> 6.0 ms with the cotangent padded).
   """
   ci, co = kernel.shape[2:]
+  reads, writes = (co, ci) if transposed else (ci, co)
   if not (x.dtype == kernel.dtype == jnp.float32
-          and _PAD_TO_YNN_FROM_CHANNELS <= max(ci, co) < _YNN_MIN_CHANNELS):
+          and writes == _YNN_MIN_CHANNELS - 1
+          and reads < _YNN_MIN_CHANNELS):
     return _xla_conv_nhwc(x, kernel, strides, padding)
-  pad_input = (ci > co) if transposed else (ci >= co)
+  # Padding the transposed convolution's input is padding this one's output.
+  pad_reads = reads == _YNN_MIN_CHANNELS - 1
   return lax.platform_dependent(
       x, kernel, default=functools.partial(
           _xla_conv_nhwc, strides=strides, padding=padding),
       cpu=functools.partial(_ynn_conv_nhwc, strides=strides,
-                            padding=padding, pad_input=pad_input))
+                            padding=padding,
+                            pad_input=pad_reads != transposed))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
