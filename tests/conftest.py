@@ -14,17 +14,3 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-
-# The longest tests (tens of seconds each, mostly XLA compiles) go first, so
-# that pytest-xdist's two workers do not end with one of them running a
-# long test alone.
-LONGEST_FIRST = ('test_configs_run.py', 'test_sigterm_saves',
-                 'test_eight_devices_match_one_device', 'test_end_to_end',
-                 'test_quickstart_learns')
-
-
-def pytest_collection_modifyitems(session, config, items):
-  del session, config
-  items.sort(key=lambda item: not any(name in item.nodeid
-                                      for name in LONGEST_FIRST))
