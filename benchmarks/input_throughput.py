@@ -34,6 +34,7 @@ from PIL import Image  # noqa: E402
 
 from configs import default  # noqa: E402
 from flax_attn import data, train  # noqa: E402
+from flax_attn.init_rng import init_key  # noqa: E402
 from flax_attn.data import transforms as T  # noqa: E402
 from flax_attn.models import model_from_config  # noqa: E402
 
@@ -152,7 +153,7 @@ def step_rate(model: str, image_size: int, batch_size: int,
   net = model_from_config(config, num_classes)
   lr_fn = train.create_learning_rate_fn(config, 100, 1000)
   tx = train.create_optimizer(config, lr_fn)
-  state = train.create_train_state(jax.random.key(0, impl='rbg'), net, tx,
+  state = train.create_train_state(init_key(0), net, tx,
                                    (image_size, image_size, 3), False)
   step = jax.jit(functools.partial(
       train.train_step, model=net, tx=tx, lr_fn=lr_fn,

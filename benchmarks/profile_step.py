@@ -30,6 +30,7 @@ import numpy as np, jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from configs import default
 from flax_attn import train
+from flax_attn.init_rng import init_key
 import speed
 backbone = sys.argv[1] if len(sys.argv) > 1 else 'resnet20'
 attn = sys.argv[2] if len(sys.argv) > 2 else 'none'
@@ -42,7 +43,7 @@ tx = train.create_optimizer(config, lr_fn)
 mesh = Mesh(np.asarray(jax.devices()), ('data',))
 jax.set_mesh(mesh)
 rep, sh = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-state = jax.jit(functools.partial(train.create_train_state, model=model, tx=tx, image_shape=(size, size, 3), use_ema=False), out_shardings=rep)(jax.random.key(0, impl='rbg'))
+state = jax.jit(functools.partial(train.create_train_state, model=model, tx=tx, image_shape=(size, size, 3), use_ema=False), out_shardings=rep)(init_key(0))
 rng = np.random.default_rng(0)
 batch = {'image': jax.device_put(rng.standard_normal((b, size, size, 3)).astype(np.float32), sh), 'label': jax.device_put(rng.integers(0, 10, b), sh)}
 step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, lr_fn=lr_fn, num_classes=10, label_smoothing=0.0, ema_decay=0.0), in_shardings=(rep, sh), out_shardings=(rep, rep), donate_argnums=(0,))

@@ -149,6 +149,7 @@ def _run_jax_on(mesh, spec: Dict[str, Any]) -> Dict[str, Any]:
   from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
   from flax_attn import train  # pylint: disable=g-import-not-at-top
+  from flax_attn.init_rng import init_key  # pylint: disable=g-import-not-at-top
 
   b, size, classes = spec['batch'], spec['image_size'], spec['num_classes']
   config = default.get_config()  # SGD momentum 0.9, L2 5e-4, multistep lr
@@ -161,7 +162,7 @@ def _run_jax_on(mesh, spec: Dict[str, Any]) -> Dict[str, Any]:
   state = jax.jit(functools.partial(
       train.create_train_state, model=model, tx=tx,
       image_shape=(size, size, 3), use_ema=False),
-                  out_shardings=replicated)(jax.random.key(0, impl='rbg'))
+                  out_shardings=replicated)(init_key(0))
   params = int(sum(np.prod(x.shape) for x in
                    jax.tree_util.tree_leaves(state.params)))
   rng = np.random.default_rng(0)

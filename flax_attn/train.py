@@ -36,6 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from flax_attn import data as data_lib
 from flax_attn.errors import CheckpointError, ConfigError
+from flax_attn.init_rng import init_key
 from flax_attn.models import model_from_config
 from flax_attn.ops import BATCH_AXIS
 
@@ -417,10 +418,9 @@ def _build(config, workdir: Optional[str]):
   init = functools.partial(create_train_state, model=model, tx=tx,
                            image_shape=image_shape, use_ema=use_ema)
   replicated = NamedSharding(mesh, P())
-  # The 'rbg' generator: XLA:CPU compiles a network's initialisers built on
-  # threefry several times slower (seconds to tens of seconds).
-  state = jax.jit(init, out_shardings=replicated)(
-      jax.random.key(config.seed, impl='rbg'))
+  # A hash-based key (init_rng): JAX's generators cost XLA:CPU seconds to
+  # tens of seconds of compile per network, and it is the same on any device.
+  state = jax.jit(init, out_shardings=replicated)(init_key(config.seed))
   return dict(mesh=mesh, spec=spec, model=model, tx=tx, lr_fn=lr_fn,
               state=state, steps_per_epoch=steps_per_epoch,
               total_steps=total_steps, replicated=replicated,

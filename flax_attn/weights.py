@@ -50,6 +50,7 @@ import numpy as np
 from flax import traverse_util
 
 from flax_attn.errors import CheckpointError
+from flax_attn.init_rng import init_key
 
 # BatchNorm / conv / dense leaf names: ours -> PyTorch's.
 _LEAF_NAMES = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias',
@@ -291,7 +292,8 @@ def import_torch(model_name: str, state_dict: Mapping[str, Any],
       `load_state_dict(path)` or `torchvision_model.state_dict()`.
     num_classes: classifier outputs; None keeps the checkpoint's. Another
       count than the checkpoint's gives a freshly initialised head.
-    seed: PRNG seed of the fresh initialisation.
+    seed: seed of the fresh initialisation (`flax_attn.init_key(seed)`, as
+      train.py initialises).
     init_fresh: initialise what the file does not hold (the model's own
       `init`, one jit compilation); with False the variables hold only the
       arrays taken from the file (what a pretrained checkpoint for
@@ -387,7 +389,7 @@ def _fresh_init(model, paths, seed: int, image_size: int):
         {c: variables[c] for c in ('params', 'batch_stats') if c in variables})
     return [flat[p] for p in wanted]
 
-  return dict(zip(wanted, jax.jit(init)(jax.random.key(seed))))
+  return dict(zip(wanted, jax.jit(init)(init_key(seed))))
 
 
 def from_torch(model_name: str, state_dict: Mapping[str, Any],

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flax_attn.init_rng import init_key
+
 
 def param_count(tree) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
@@ -26,8 +28,8 @@ def jit_init(model, key, *args, **kwargs):
 
 
 def init_variables(model, x, seed=0, **kwargs):
-  """`jit_init` with the 'rbg' key the trainer uses (faster to compile)."""
-  return jit_init(model, jax.random.key(seed, impl='rbg'), x, **kwargs)
+  """`jit_init` with the hash key the trainer uses (faster to compile)."""
+  return jit_init(model, init_key(seed), x, **kwargs)
 
 
 def random_variables(module, shape, seed=0, **kwargs):
