@@ -21,8 +21,8 @@ parameter. Split and fold-in hash the counter / the data the same way with a
 second, differently keyed pair of rounds, so child keys are full-entropy
 words rather than offsets of the parent. It halves the init compile of that
 network (see `benchmarks/README.md`, change 31) and, unlike 'rbg' (whose bits
-XLA backends may produce differently), gives bit-identical initial weights on
-CPU, GPU and TPU.
+XLA backends may produce differently), draws the same random bits on CPU, GPU
+and TPU (the weights made from them agree to each backend's float rounding).
 
 It is a hash, not a cryptographic generator: it is meant for weight
 initialisation (uniform, normal and truncated-normal draws, which

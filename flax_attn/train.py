@@ -419,7 +419,7 @@ def _build(config, workdir: Optional[str]):
                            image_shape=image_shape, use_ema=use_ema)
   replicated = NamedSharding(mesh, P())
   # A hash-based key (init_rng): JAX's generators cost XLA:CPU seconds to
-  # tens of seconds of compile per network, and it is the same on any device.
+  # tens of seconds of compile per network; its bits are the same on any device.
   state = jax.jit(init, out_shardings=replicated)(init_key(config.seed))
   return dict(mesh=mesh, spec=spec, model=model, tx=tx, lr_fn=lr_fn,
               state=state, steps_per_epoch=steps_per_epoch,
