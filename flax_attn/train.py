@@ -35,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from flax_attn import data as data_lib
+from flax_attn import tb_events
 from flax_attn.errors import CheckpointError, ConfigError
 from flax_attn.init_rng import init_key
 from flax_attn.models import model_from_config
@@ -364,13 +365,8 @@ class MetricWriter:
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
     self._path = os.path.join(workdir, 'metrics.jsonl')
-    self._tb = None
-    if enabled:
-      try:
-        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-        self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-      except ImportError:
-        self._tb = None
+    self._tb = (tb_events.EventWriter(os.path.join(workdir, 'tensorboard'))
+                if enabled else None)
 
   def write(self, step: int, values: Dict[str, Any]) -> None:
     if not self.enabled:
@@ -381,11 +377,8 @@ class MetricWriter:
                 for k, v in values.items()})
     with open(self._path, 'a') as f:
       f.write(json.dumps(row) + '\n')
-    if self._tb is not None:
-      for k, v in row.items():
-        if k != 'step' and isinstance(v, (int, float)):
-          self._tb.add_scalar(k, v, step)
-      self._tb.flush()
+    self._tb.write(step, {k: v for k, v in row.items()
+                          if k != 'step' and isinstance(v, (int, float))})
 
   def close(self) -> None:
     if self._tb is not None:
