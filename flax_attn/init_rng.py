@@ -1,13 +1,13 @@
-"""A counter-based PRNG for initialising networks: the same values on every
+"""A counter-based PRNG for initialising networks: the same bits on every
 platform, and a fraction of the compile time of JAX's generators on XLA:CPU.
 
 Initialising a network draws one random tensor per parameter, and `jax.jit`
 compiles every draw as its own code. On XLA:CPU both of JAX's generators are
-expensive there: 'threefry2x32' is 20 rounds of integer mixing per draw plus
+expensive: 'threefry2x32' is 20 rounds of integer mixing per draw plus
 its key derivation, and 'rbg' lowers to `rng-bit-generator`, which the CPU
-compiler expands into Philox code per call. For MGAN-Res2Net-50 (cut to one
-block per stage) that is 33,000 lines of optimised HLO and 9.5 s of compile
-for the initial train state (threefry: 34 s), before a single step runs.
+compiler expands into Philox code per call. For MGAN-Res2Net-50 that is
+69,000 lines of optimised HLO and 20 s of compile on one core for the initial
+train state (threefry: 40 s), before a single step runs.
 
 `init_key(seed)` returns a typed key of the 'flax_attn_hash' implementation:
 the 32-bit words of a key (k0, k1) index a keyed hash of the element counter,
@@ -19,10 +19,11 @@ the 32-bit words of a key (k0, k1) index a keyed hash of the element counter,
 which is about ten integer ops per element, fused into one loop per
 parameter. Split and fold-in hash the counter / the data the same way with a
 second, differently keyed pair of rounds, so child keys are full-entropy
-words rather than offsets of the parent. It halves the init compile of that
-network (see `benchmarks/README.md`, change 31) and, unlike 'rbg' (whose bits
-XLA backends may produce differently), draws the same random bits on CPU, GPU
-and TPU (the weights made from them agree to each backend's float rounding).
+words rather than offsets of the parent. It cuts that compile to 14 s and
+the HLO to a third (`benchmarks/README.md`, change 31) and, unlike 'rbg'
+(whose bits XLA backends may produce differently), draws the same random bits
+on CPU, GPU and TPU (the weights made from them agree to each backend's float
+rounding).
 
 It is a hash, not a cryptographic generator: it is meant for weight
 initialisation (uniform, normal and truncated-normal draws, which
