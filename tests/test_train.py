@@ -195,6 +195,38 @@ def test_missing_dataset_files_fail_with_instructions(tmp_path):
   assert 'cifar10' in line and str(tmp_path / 'nodata') in line
 
 
+def test_replicated_state_saves_without_compiling_and_restores_replicated(
+    tmp_path):
+  # orbax's replica-parallel save would cut every array into 8 slices with
+  # eager ops, compiling one executable per shape (train._one_replica).
+  config = tiny_config(num_devices=0)  # all 8 devices
+  b = train._build(config, None)
+  manager = train.create_checkpoint_manager(str(tmp_path), config)
+  compiles = []
+
+  def listener(name, duration, **kwargs):
+    del duration, kwargs
+    if name == '/jax/core/compile/backend_compile_duration':
+      compiles.append(name)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    train.save_checkpoint(manager, b['state'], {'epoch': 0}, config)
+    manager.wait_until_finished()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert compiles == []
+  zeros = jax.tree_util.tree_map(jnp.zeros_like, b['state'])
+  restored, data_state = train.restore_checkpoint(manager, 0, zeros,
+                                                  config.model)
+  manager.close()
+  assert data_state == {'epoch': 0}
+  chex.assert_trees_all_equal(restored.params, b['state'].params)
+  kernel = restored.params['conv_stem']['kernel']
+  assert kernel.sharding.is_fully_replicated
+  assert len(kernel.sharding.device_set) == 8
+
+
 def test_checkpoint_of_another_architecture_is_refused_not_overwritten(
     tmp_path):
   config = tiny_config(num_train_steps=6)
