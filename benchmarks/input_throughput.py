@@ -34,8 +34,8 @@ from PIL import Image  # noqa: E402
 
 from configs import default  # noqa: E402
 from flax_attn import data, train  # noqa: E402
-from flax_attn.init_rng import init_key  # noqa: E402
 from flax_attn.data import transforms as T  # noqa: E402
+from flax_attn.init_rng import init_key  # noqa: E402
 from flax_attn.models import model_from_config  # noqa: E402
 
 _MEAN = (123.7, 116.3, 103.5)
