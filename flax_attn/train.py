@@ -288,32 +288,39 @@ def check_checkpoint_fits(manager: ocp.CheckpointManager, step: int,
           ' use another --workdir or the matching --config.model')
 
 
+def _state_handler() -> ocp.PyTreeCheckpointHandler:
+  """The train state's handler: on one host, arrays saved without replica
+  parallelism.
+
+  orbax's replica-parallel save gives each replica a slice of every
+  replicated array to write, cut with one eager `lax.slice` per array; each
+  new shape compiles, which cost the first checkpoint 2.3 s on 2 CPU
+  devices (benchmarks/README.md, change 33). On one host the replicas share
+  a process and a file system, so replica 0 writes every array whole. The
+  files are those StandardCheckpointHandler writes (it wraps this handler).
+  """
+  if jax.process_count() > 1:
+    return ocp.PyTreeCheckpointHandler()
+  registry = ocp.type_handlers.create_type_handler_registry(
+      (jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False)))
+  return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
+
+
 def create_checkpoint_manager(workdir: str, config, create: bool = True
                               ) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.get('keep_checkpoints', 3), create=create)
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options,
-      item_names=('state', 'data', 'config'))
-
-
-def _one_replica(tree):
-  """On one host, the replicated state as arrays on its first device.
-
-  orbax's replica-parallel save gives each replica a slice of every array to
-  write, cut with one eager `lax.slice` per array; each new shape compiles,
-  which cost the first checkpoint 2.3 s on 2 CPU devices. On one host the
-  replicas share a file system and a process, so there is nothing to spread.
-  Restores take the sharding from their target, not from the file."""
-  if jax.process_count() > 1:
-    return tree
-  return jax.device_put(tree, jax.local_devices()[0])
+      item_handlers={'state': _state_handler(),
+                     'data': ocp.JsonCheckpointHandler(),
+                     'config': ocp.JsonCheckpointHandler()})
 
 
 def save_checkpoint(manager, state: TrainState, data_state, config) -> None:
   step = int(jax.device_get(state.step))
   manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(_one_replica(_state_tree(state))),
+      state=ocp.args.PyTreeSave(_state_tree(state)),
       data=ocp.args.JsonSave(_encode_iterator_state(data_state)),
       config=ocp.args.JsonSave(config.to_dict())), force=True)
 
@@ -321,10 +328,11 @@ def save_checkpoint(manager, state: TrainState, data_state, config) -> None:
 def restore_checkpoint(manager, step: int, state: TrainState, model_name: str
                        ) -> Tuple[TrainState, Any]:
   check_checkpoint_fits(manager, step, state, model_name)
-  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct,
-                                    _state_tree(state))
+  target = _state_tree(state)
   restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract),
+      state=ocp.args.PyTreeRestore(
+          target, restore_args=ocp.checkpoint_utils.construct_restore_args(
+              target)),
       data=ocp.args.JsonRestore()))
   tree = restored['state']
   new_state = state.replace(**tree)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
@@ -198,7 +199,7 @@ def test_missing_dataset_files_fail_with_instructions(tmp_path):
 def test_replicated_state_saves_without_compiling_and_restores_replicated(
     tmp_path):
   # orbax's replica-parallel save would cut every array into 8 slices with
-  # eager ops, compiling one executable per shape (train._one_replica).
+  # eager ops, compiling one executable per shape (train._state_handler).
   config = tiny_config(num_devices=0)  # all 8 devices
   b = train._build(config, None)
   manager = train.create_checkpoint_manager(str(tmp_path), config)
@@ -225,6 +226,32 @@ def test_replicated_state_saves_without_compiling_and_restores_replicated(
   kernel = restored.params['conv_stem']['kernel']
   assert kernel.sharding.is_fully_replicated
   assert len(kernel.sharding.device_set) == 8
+
+
+def test_checkpoints_written_by_standard_handler_restore(tmp_path):
+  # Runs saved before train._state_handler used orbax's StandardSave; the
+  # files are the same, and a resume must still find them.
+  config = tiny_config()
+  b = train._build(config, None)
+  old = ocp.CheckpointManager(
+      str(tmp_path / 'checkpoints'), item_names=('state', 'data', 'config'))
+  old.save(7, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(train._state_tree(b['state'])),
+      data=ocp.args.JsonSave(train._encode_iterator_state({'epoch': 2})),
+      config=ocp.args.JsonSave(config.to_dict())))
+  old.wait_until_finished()
+  old.close()
+  manager = train.create_checkpoint_manager(str(tmp_path), config,
+                                            create=False)
+  assert manager.latest_step() == 7
+  zeros = jax.tree_util.tree_map(jnp.zeros_like, b['state'])
+  restored, data_state = train.restore_checkpoint(manager, 7, zeros,
+                                                  config.model)
+  manager.close()
+  assert data_state == {'epoch': 2}
+  chex.assert_trees_all_equal(
+      (restored.params, restored.batch_stats, restored.opt_state),
+      (b['state'].params, b['state'].batch_stats, b['state'].opt_state))
 
 
 def test_checkpoint_of_another_architecture_is_refused_not_overwritten(
