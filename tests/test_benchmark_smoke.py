@@ -1,7 +1,9 @@
-"""benchmarks/speed.py keeps working: its JAX part on a tiny case, its table.
+"""The benchmark scripts keep working: speed.py's JAX part on a tiny case and
+its table (no torch), conv_parity.py's gradients against PyTorch's.
 
-Not a timing test: it checks that the script still builds the models, runs
-flax_attn's real train / eval steps and reports sane fields. Needs no torch.
+Not timing tests: they check that the scripts still build the models, run
+flax_attn's real train / eval steps and convolutions, and report sane
+fields.
 """
 import importlib.util
 import io
@@ -13,13 +15,17 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope='module')
-def speed():
+def _load_benchmark(name):
   spec = importlib.util.spec_from_file_location(
-      'speed', os.path.join(REPO, 'benchmarks', 'speed.py'))
+      name, os.path.join(REPO, 'benchmarks', f'{name}.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+@pytest.fixture(scope='module')
+def speed():
+  return _load_benchmark('speed')
 
 
 def test_jax_worker_runs_the_real_train_step_on_a_tiny_case(speed):
@@ -64,3 +70,15 @@ def test_cases_keep_mlan_to_its_own_family(speed):
   cases = speed.cases_for(['resnet20', 'resnet50'], ['none', 'mlan'])
   assert cases == [('resnet20', 'none'), ('resnet20', 'mlan'),
                    ('resnet50', 'none')]
+
+
+def test_conv_parity_checks_gradients_against_pytorch_and_prints_a_row_each(
+    capsys):
+  conv_parity = _load_benchmark('conv_parity')
+  # main() asserts that flax_attn's input and kernel gradients equal
+  # PyTorch's before it times anything.
+  assert conv_parity.main(['--batch', '2', '--rounds', '1']) == 0
+  rows = [line.split('|')[1].strip()
+          for line in capsys.readouterr().out.splitlines()
+          if line.startswith('| ') and not line.startswith('| conv')]
+  assert rows == ['32x32x16', '16x16x32', '8x8x64']
