@@ -20,11 +20,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # pylint: disable=g-import-not-at-top
-import numpy as np
-import torch
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+import torch  # pylint: disable=wrong-import-position
 
-from flax_attn import ops
+from flax_attn import ops  # pylint: disable=wrong-import-position
 
 SHAPES = ((32, 16), (16, 32), (8, 64))  # (spatial size, channels)
 PAD = ((1, 1), (1, 1))
@@ -65,8 +65,8 @@ def torch_calls(x, kernel, g):
           'kernel grad': lambda: grads((False, True, False))[1]}
 
 
-def check_equal(jax_fns, torch_fns, x, kernel, g):
-  del x, kernel, g
+def check_equal(jax_fns, torch_fns):
+  """flax_attn's input and kernel gradients against PyTorch's."""
   for name in ('input grad', 'kernel grad'):
     ours = np.asarray(jax_fns[name]())
     theirs = torch_fns[name]().numpy()
@@ -91,12 +91,11 @@ def main(argv=None) -> int:
     x = rng.standard_normal((args.batch, size, size, channels), np.float32)
     g = rng.standard_normal((args.batch, size, size, channels), np.float32)
     kernel = 0.1 * rng.standard_normal((3, 3, channels, channels), np.float32)
-    fns = {('jax',) + (k,): f for k, f in jax_calls(x, kernel, g).items()}
-    tfns = torch_calls(x, kernel, g)
-    fns.update({('torch', k): f for k, f in tfns.items()})
+    calls = {'jax': jax_calls(x, kernel, g), 'torch': torch_calls(x, kernel, g)}
+    fns = {(fw, k): f for fw, by_kind in calls.items()
+           for k, f in by_kind.items()}
     with torch.no_grad():
-      check_equal({k[1]: f for k, f in fns.items() if k[0] == 'jax'}, tfns,
-                  x, kernel, g)
+      check_equal(calls['jax'], calls['torch'])
       for fn in fns.values():
         fn()
       times = {key: [] for key in fns}
@@ -104,10 +103,9 @@ def main(argv=None) -> int:
         for key, fn in fns.items():
           times[key].append(_cpu_seconds(fn))
     ms = {key: 1e3 * float(np.median(v)) for key, v in times.items()}
-    cells = [f"{ms[('jax', k)]:.2f} / {ms[('torch', k)]:.2f}"
-             for k in ('forward', 'input grad', 'kernel grad')]
-    total = [sum(ms[(fw, k)] for k in ('forward', 'input grad', 'kernel grad'))
-             for fw in ('jax', 'torch')]
+    kinds = ('forward', 'input grad', 'kernel grad')
+    cells = [f"{ms[('jax', k)]:.2f} / {ms[('torch', k)]:.2f}" for k in kinds]
+    total = [sum(ms[(fw, k)] for k in kinds) for fw in ('jax', 'torch')]
     print(f'| {size}x{size}x{channels} | ' + ' | '.join(cells)
           + f' | {total[0]:.1f} / {total[1]:.1f} ({total[1] / total[0]:.2f}x) |',
           flush=True)
