@@ -4,8 +4,14 @@
   python eval.py --config configs/quickstart.py --workdir runs/quickstart \
       --checkpoint 500
 
-Prints one JSON line and writes WORKDIR/eval.json.
+  python eval.py --workdir runs/quickstart   # the workdir's config.json
+
+Prints one JSON line, writes WORKDIR/eval.json and appends it to
+WORKDIR/evals.jsonl. Checkpoints that fail their checksums are skipped
+with a warning (the newest intact one is evaluated); --checkpoint STEP on
+a bad one fails with one line.
 """
+import functools
 import json
 import os
 import sys
@@ -26,10 +32,12 @@ flags.DEFINE_integer('checkpoint', None, 'Step to evaluate (default latest).')
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  config = cli.FLAGS.config
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
 
   def body():
+    config = cli.FLAGS.config
+    if config is None:  # the workdir's own config (train.py wrote it)
+      config = cli.config_from_workdir(cli.FLAGS.workdir)
     import jax  # pylint: disable=g-import-not-at-top
     cli.start_jax(config, cli.FLAGS.multihost)
     from flax_attn import train  # pylint: disable=g-import-not-at-top
@@ -42,4 +50,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=cli.parse_flags)
+  app.run(main, flags_parser=functools.partial(cli.parse_flags,
+                                               config_optional=True))

@@ -65,7 +65,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 50
   config.eval_every_steps = 0     # 0 = once per epoch
   config.checkpoint_every_steps = 1000
-  config.keep_checkpoints = 3
+  config.keep_checkpoints = 3     # newest kept (>= 1), plus the last known
+                                  # good one (WORKDIR/last_good.json)
+  # Divergence guard: stop (nothing saved) at a non-finite loss, or one above
+  # divergence_factor x the running median of the last 32; 0 = only non-finite.
+  config.divergence_factor = 10.0
   config.progress_bar = True
   config.compilation_cache_dir = ''  # '' = ~/.cache/flax_attn/jax
 

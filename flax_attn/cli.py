@@ -1,6 +1,7 @@
 """What train.py and eval.py share: flags, start-up and one-line failures."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Callable
@@ -22,10 +23,78 @@ def define_flags() -> None:
                       'and the resolved config.')
   flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() '
                     'first (multi-host TPU/GPU launches).')
-  flags.mark_flags_as_required(['config', 'workdir'])
+  flags.mark_flags_as_required(['workdir'])
 
 
-def parse_flags(argv):
+def _unknown_override(argv) -> str:
+  """For `--config.attn_kwargs.foo=1` (a field the config does not have): a
+  line naming it and what config.attn_kwargs / model_kwargs accept."""
+  config = FLAGS['config'].value or _config_from_argv(argv)
+  if config is None:
+    return ''
+  for arg in argv:
+    if not arg.startswith('--config.'):
+      continue
+    path = arg[len('--config.'):].split('=', 1)[0]
+    parts = path.split('.')
+    node, parent = config, []
+    for part in parts:
+      try:
+        if part not in node:
+          break
+      except TypeError:
+        break
+      node, parent = node[part], parent + [part]
+    else:
+      continue
+    missing = parts[len(parent)]
+    where = '.'.join(parent)
+    hint = ''
+    if where == 'attn_kwargs':
+      hint = _attention_options(config)
+    elif where:
+      hint = f'; config.{where} has: {", ".join(sorted(node)) or "no fields"}'
+    if where in ('attn_kwargs', 'model_kwargs'):
+      hint += ('; options a config file does not set cannot be added from '
+               'the command line: set it in the config file')
+    return (f'unknown config field {path!r}: config.{where or missing} has no '
+            f'field {missing!r}{hint}')
+  return ''
+
+
+def _config_from_argv(argv):
+  """The --config file's config, loaded again (absl stops at the first bad
+  override, before it stores the config)."""
+  path = None
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      path = arg.split('=', 1)[1]
+    elif arg == '--config' and i + 1 < len(argv):
+      path = argv[i + 1]
+  if not path:
+    return None
+  try:
+    from ml_collections.config_flags import config_flags  # pylint: disable=g-import-not-at-top
+    return config_flags._ConfigFileParser('config', lock_config=False).parse(  # pylint: disable=protected-access
+        path)
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _attention_options(config) -> str:
+  try:
+    from flax_attn.attention import ATTENTION, attention_fields  # pylint: disable=g-import-not-at-top
+    name = config.get('attn', 'default')
+    if name in ('default', 'none', '', None):
+      return (f' (config.attn={name!r}: set config.attn to name the '
+              'attention whose options these are)')
+    return (f'; attention {name!r} takes: '
+            f'{", ".join(attention_fields(ATTENTION.get(name)))}')
+  except Exception:  # pylint: disable=broad-except
+    return ''
+
+
+def parse_flags(argv, config_optional: bool = False):
   """absl's flag parsing, with config errors as one line and exit code 2.
 
   A mistyped `--config.field` is caught here: the config is locked, and
@@ -33,16 +102,33 @@ def parse_flags(argv):
   """
   try:
     remaining = FLAGS(argv)
-    FLAGS.config.get('model')  # a config file that failed to load raises here
+    if FLAGS['config'].value is None and not config_optional:
+      raise flags.Error('flag --config must have a value other than None.')
+    if FLAGS['config'].value is not None:
+      FLAGS.config.get('model')  # a config file that failed to load raises
     return remaining
+  except SyntaxError as e:
+    message = (f'the config file {e.filename}:{e.lineno} does not parse: '
+               f'{e.msg}')
   except OSError as e:
     message = 'cannot load the --config file: ' + str(e).split(
         'Attempted', 1)[-1]
   except flags.Error as e:
     message = str(e)
+    if 'Error whilst parsing config file' in message:
+      # ml_collections wraps get_config()'s error in its traceback; the
+      # last line is the config's own one-line message.
+      lines = [l.strip() for l in message.splitlines() if l.strip()]
+      message = 'in the config file: ' + lines[-1].split(': ', 1)[-1]
+    unknown = _unknown_override(argv)
+    if unknown and 'Unknown command line flag' in message:
+      message = unknown
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     message = str(e.args[0]) if e.args else str(e)
     message = message.replace("\\'", "'").replace('\\n', '\n').strip('\'"')
+    unknown = _unknown_override(argv)
+    if unknown and 'Did you mean' not in message:
+      message = unknown
     if 'Did you mean' in message:
       field, _, hint = message.partition('\n')
       message = f'unknown config field {field.strip(chr(39) + chr(34) + " ")}; {hint.strip()}'
@@ -108,6 +194,23 @@ def configure_cpu_devices(config) -> None:
     os.environ['XLA_FLAGS'] = new_flags
 
 
+def config_from_workdir(workdir: str):
+  """The config a workdir was trained with (WORKDIR/config.json, written by
+  train.py), for eval.py without --config."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir or '', 'config.json')
+  try:
+    with open(path) as f:
+      values = json.load(f)
+  except OSError:
+    raise ConfigError(f'no --config given and no {path} to read it from; '
+                      'pass --config configs/<experiment>.py') from None
+  except ValueError as e:
+    raise ConfigError(f'{path} is not valid JSON ({e}); pass --config '
+                      'configs/<experiment>.py') from None
+  return ml_collections.ConfigDict(values)
+
+
 def start_jax(config, multihost: bool) -> None:
   """What train.py and eval.py do before building anything: CPU devices,
   multi-host initialisation, the compilation cache."""
@@ -134,13 +237,20 @@ def enable_compilation_cache(config) -> None:
 def run_main(body: Callable[[], int]) -> int:
   """Runs `body`, turning user errors into one line on stderr and exit 2."""
   from flax_attn.data import DatasetNotFoundError  # pylint: disable=g-import-not-at-top
-  from flax_attn.errors import UserError  # pylint: disable=g-import-not-at-top
+  from flax_attn.errors import DivergenceError, UserError  # pylint: disable=g-import-not-at-top
   from flax_attn.train import Preempted  # pylint: disable=g-import-not-at-top
   try:
     return body()
   except Preempted as e:
     print(str(e), file=sys.stderr)
-    return 143
+    return e.exit_code
+  except KeyboardInterrupt:
+    print('interrupted (Ctrl-C); the checkpoints written so far are intact',
+          file=sys.stderr)
+    return 130
+  except DivergenceError as e:
+    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
+    return 3
   except (UserError, UnknownNameError, DatasetNotFoundError) as e:
     print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
     return 2

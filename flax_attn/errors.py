@@ -15,3 +15,16 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
   """A checkpoint cannot be read or does not fit the model."""
+
+
+class CheckpointMismatchError(CheckpointError):
+  """A readable checkpoint of another architecture (never overwritten)."""
+
+
+class WorkdirWriteError(UserError):
+  """The workdir cannot be written: full disk, read-only, no permission."""
+
+
+class DivergenceError(UserError):
+  """Training diverged: a non-finite or exploding loss (exit status 3)."""
+

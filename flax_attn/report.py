@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flax_attn.models import create_model
+from flax_attn.registry import MODELS, UnknownNameError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +151,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if args.image_size < 1 or args.num_classes < 1:
     parser.error(f'--image-size and --num-classes must be positive, got '
                  f'{args.image_size} and {args.num_classes}')
+  try:
+    for name in args.models:  # every name checked before anything compiles
+      MODELS.get(name)
+  except UnknownNameError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
   rows = [measure(name, args.image_size, args.num_classes,
                   flops=not args.no_flops) for name in args.models]
   print(format_table(rows, args.image_size, args.num_classes))

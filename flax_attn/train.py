@@ -14,13 +14,16 @@ kernel gradients) then run per device instead of being all-gathered.
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import functools
 import json
 import math
 import os
 import signal
+import sys
 import time
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import flax
 import jax
@@ -35,11 +38,15 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from flax_attn import data as data_lib
+from flax_attn import integrity
 from flax_attn import tb_events
-from flax_attn.errors import CheckpointError, ConfigError
+from flax_attn.errors import (CheckpointError, CheckpointMismatchError,
+                              ConfigError, DivergenceError, UserError,
+                              WorkdirWriteError)
 from flax_attn.init_rng import init_key
 from flax_attn.models import model_from_config
 from flax_attn.ops import BATCH_AXIS
+from flax_attn.workdir_lock import WorkdirLock
 
 OPTIMIZERS = ('sgd', 'adamw')
 SCHEDULES = ('multistep', 'cosine', 'constant')
@@ -102,12 +109,31 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int
   _choice(config, 'lr_schedule', SCHEDULES)
   _choice(config, 'weight_decay_mode', WEIGHT_DECAY_MODES)
   _choice(config, 'dtype', DTYPES)
-  for field in ('checkpoint_every_steps', 'log_every_steps'):
-    if config[field] <= 0:
-      raise ConfigError(f'config.{field}={config[field]} must be positive')
+  for field in ('checkpoint_every_steps', 'log_every_steps',
+                'keep_checkpoints'):
+    if not isinstance(config.get(field, 1), int) or config.get(field, 1) <= 0:
+      raise ConfigError(f'config.{field}={config[field]!r} must be a positive '
+                        'integer' + ('; checkpoints beyond the newest are '
+                                     'deleted, so at least 1 is kept'
+                                     if field == 'keep_checkpoints' else ''))
+  factor = config.get('divergence_factor', 0.0)
+  if not isinstance(factor, (int, float)) or factor < 0 or 0 < factor <= 1:
+    raise ConfigError(f'config.divergence_factor={factor!r} is not valid; '
+                      'valid: 0 (off) or a factor > 1 (e.g. 10: stop when the '
+                      'loss exceeds 10x its running median)')
+  if config.num_train_steps == 0:
+    warn('config.num_train_steps=0 means "use num_epochs" '
+         f'({config.num_epochs} epochs); set -1 for that, or a positive step '
+         'count')
   if not 0.0 <= config.ema_decay < 1.0:
     raise ConfigError(f'config.ema_decay={config.ema_decay} must be in [0, 1)')
   data_lib.get_dataset_spec(config.dataset)  # unknown names fail here
+
+
+def warn(message: str) -> None:
+  """One line on stderr (first process only): a surprise, not an error."""
+  if jax.process_index() == 0:
+    print(f'warning: {message}', file=sys.stderr, flush=True)
 
 
 def eval_batch_size(config) -> int:
@@ -217,11 +243,82 @@ def train_step(state: TrainState, batch, *, model, tx, lr_fn, num_classes,
       'train_loss': loss,
       'train_top1': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
       'lr': lr_fn(state.step),
+      'grad_norm': optax.global_norm(grads),
   }
   new_state = state.replace(step=state.step + 1, params=params,
                             batch_stats=new_model_state['batch_stats'],
                             opt_state=opt_state, ema_params=ema)
   return new_state, metrics
+
+
+# ---------------------------------------------------------------------------
+# Divergence guard
+# ---------------------------------------------------------------------------
+
+# Losses the running median is taken over, and how many must be seen first.
+GUARD_WINDOW = 32
+GUARD_WARMUP = 8
+
+
+def init_guard() -> Dict[str, jnp.ndarray]:
+  """The divergence guard's state: recent losses and the first bad step.
+
+  Carried beside the train state through the compiled step, so a bad step
+  is caught where it happens with no host sync; the host reads `bad_step`
+  (one scalar) only before each log, eval and save.
+  """
+  return {'losses': jnp.full((GUARD_WINDOW,), jnp.nan, jnp.float32),
+          'bad_step': jnp.array(-1, jnp.int32),
+          'bad_loss': jnp.array(0.0, jnp.float32),
+          'median': jnp.array(jnp.nan, jnp.float32)}
+
+
+def update_guard(guard, step, metrics, divergence_factor: float):
+  """Flags step `step` if its loss or gradient norm is not finite, or (with
+  divergence_factor > 0) its loss exceeds divergence_factor x the median of
+  the last GUARD_WINDOW finite losses. The first flagged step is kept."""
+  loss = metrics['train_loss'].astype(jnp.float32)
+  losses = guard['losses']
+  median = jnp.nanmedian(losses)
+  finite = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
+  bad = ~finite
+  if divergence_factor:
+    seen = jnp.sum(jnp.isfinite(losses))
+    bad |= (seen >= GUARD_WARMUP) & (loss > divergence_factor * median)
+  first = bad & (guard['bad_step'] < 0)
+  return {
+      'losses': jnp.where(bad, losses,
+                          losses.at[step % GUARD_WINDOW].set(loss)),
+      'bad_step': jnp.where(first, step, guard['bad_step']),
+      'bad_loss': jnp.where(first, loss, guard['bad_loss']),
+      'median': jnp.where(first, median, guard['median']),
+  }
+
+
+def guarded_train_step(state: TrainState, guard, batch, *,
+                       divergence_factor: float, **step_kwargs):
+  """train_step, then the divergence guard on its loss."""
+  new_state, metrics = train_step(state, batch, **step_kwargs)
+  guard = update_guard(guard, new_state.step, metrics, divergence_factor)
+  return new_state, guard, metrics
+
+
+def check_guard(guard, config, last_saved: Optional[int]) -> None:
+  """Raises DivergenceError (one line) if the guard flagged a step."""
+  bad_step = int(jax.device_get(guard['bad_step']))
+  if bad_step < 0:
+    return
+  loss = float(jax.device_get(guard['bad_loss']))
+  median = float(jax.device_get(guard['median']))
+  why = ('is not finite' if not math.isfinite(loss) else
+         f'exceeds {config.divergence_factor:g} x its running median '
+         f'{median:.4g} (config.divergence_factor)')
+  kept = (f'the last checkpoint, step {last_saved}, is intact'
+          if last_saved is not None else 'no checkpoint was written')
+  raise DivergenceError(
+      f'training diverged at step {bad_step}: train loss {loss:.4g} {why}; '
+      f'nothing after it was saved and {kept}; lower config.learning_rate '
+      '(or raise config.grad_clip_norm) and run again to resume')
 
 
 def eval_step(variables, batch, *, model, num_classes):
@@ -281,7 +378,7 @@ def check_checkpoint_fits(manager: ocp.CheckpointManager, step: int,
   wanted = _flat_shapes(_state_tree(state))
   for key in sorted(set(wanted) | set(stored)):
     if stored.get(key) != wanted.get(key):
-      raise CheckpointError(
+      raise CheckpointMismatchError(
           f'checkpoint step {step} in {manager.directory} does not fit model '
           f'{model_name!r}: first mismatch at {key!r}: checkpoint '
           f'{stored.get(key, "missing")} vs model {wanted.get(key, "missing")};'
@@ -308,8 +405,12 @@ def _state_handler() -> ocp.PyTreeCheckpointHandler:
 
 def create_checkpoint_manager(workdir: str, config, create: bool = True
                               ) -> ocp.CheckpointManager:
+  """orbax's manager for WORKDIR/checkpoints. It deletes nothing:
+  CheckpointWriter rotates, so that the last known good checkpoint survives.
+  `create=False` (eval.py) also leaves other runs' temporary folders alone."""
+  del config  # rotation is CheckpointWriter's
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=config.get('keep_checkpoints', 3), create=create)
+      max_to_keep=None, create=create, cleanup_tmp_directories=create)
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options,
       item_handlers={'state': _state_handler(),
@@ -317,11 +418,19 @@ def create_checkpoint_manager(workdir: str, config, create: bool = True
                      'config': ocp.JsonCheckpointHandler()})
 
 
-def save_checkpoint(manager, state: TrainState, data_state, config) -> None:
+def save_checkpoint(manager, state: TrainState, data_state, config,
+                    guard_losses: Optional[Sequence[float]] = None) -> None:
+  """Saves asynchronously; `guard_losses` (the divergence guard's recent
+  losses) ride with the data iterator's position, so a resumed run's guard
+  compares with the losses before the checkpoint."""
   step = int(jax.device_get(state.step))
+  data = _encode_iterator_state(data_state)
+  if guard_losses is not None:
+    data['guard_losses'] = [float(x) if math.isfinite(x) else None
+                            for x in np.asarray(guard_losses).tolist()]
   manager.save(step, args=ocp.args.Composite(
       state=ocp.args.PyTreeSave(_state_tree(state)),
-      data=ocp.args.JsonSave(_encode_iterator_state(data_state)),
+      data=ocp.args.JsonSave(data),
       config=ocp.args.JsonSave(config.to_dict())), force=True)
 
 
@@ -337,6 +446,227 @@ def restore_checkpoint(manager, step: int, state: TrainState, model_name: str
   tree = restored['state']
   new_state = state.replace(**tree)
   return new_state, _decode_iterator_state(restored['data'])
+
+
+def restored_guard(manager, step: Optional[int]) -> Dict[str, jnp.ndarray]:
+  """The divergence guard, with the recent losses saved at `step`."""
+  guard = init_guard()
+  if step is None:
+    return guard
+  try:
+    blob = manager.restore(step, args=ocp.args.Composite(
+        data=ocp.args.JsonRestore()))['data']
+    losses = [np.nan if x is None else x for x in blob.get('guard_losses')]
+    guard['losses'] = jnp.asarray(np.asarray(losses, np.float32).reshape(
+        GUARD_WINDOW))
+  except Exception:  # pylint: disable=broad-except
+    pass  # saved before the guard existed: it warms up again
+  return guard
+
+
+def checkpoint_config(manager, step: int) -> Dict[str, Any]:
+  """The config a checkpoint was trained with ({} if unreadable)."""
+  try:
+    return dict(manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore()))['config'] or {})
+  except Exception:  # pylint: disable=broad-except
+    return {}
+
+
+@jax.jit
+def _all_finite(tree) -> jnp.ndarray:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+_DISK_ERRORS = {errno.ENOSPC: 'the disk is full', errno.EROFS:
+                'the file system is read-only', errno.EACCES:
+                'permission denied', errno.EPERM: 'permission denied',
+                errno.EDQUOT: 'the disk quota is exceeded', errno.EFBIG:
+                'a file is too large', errno.EIO: 'an I/O error'}
+_DISK_MESSAGES = {os.strerror(code).lower(): text
+                  for code, text in _DISK_ERRORS.items()}
+
+
+def disk_fault(error: BaseException) -> Optional[str]:
+  """What disk fault `error` (or what caused it) is, or None. orbax and
+  TensorStore re-raise OSErrors as other types, keeping the message."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in _DISK_ERRORS:
+      return _DISK_ERRORS[error.errno]
+    text = str(error).lower()
+    for message, fault in _DISK_MESSAGES.items():
+      if message in text:
+        return fault
+    error = error.__cause__ or error.__context__
+  return None
+
+
+class CheckpointWriter:
+  """Saves, verifies and rotates checkpoints so that none is ever lost.
+
+  * A save is asynchronous (orbax); it is finished (and its manifest of
+    checksums written, integrity.py) before the next save and at the end.
+  * A state that is not finite is never written.
+  * Rotation keeps the newest `keep` checkpoints plus the last known good
+    one: the newest saved while the divergence guard was clear and the
+    latest evaluation was finite and within divergence_factor x the best
+    one; recorded in WORKDIR/last_good.json.
+  * A full disk or read-only workdir raises WorkdirWriteError (one line)
+    after removing the partial checkpoint, so a restart after freeing space
+    works.
+  """
+
+  def __init__(self, manager, workdir: str, config, is_main: bool):
+    self.manager = manager
+    self.workdir = workdir
+    self.keep = config.keep_checkpoints
+    self.factor = config.get('divergence_factor', 0.0)
+    self.is_main = is_main
+    self.last_saved: Optional[int] = manager.latest_step()
+    self._pending: Optional[Tuple[int, bool]] = None
+    self._good_path = os.path.join(workdir, 'last_good.json')
+    self._good = self._read_good()
+    self._eval_ok = True
+
+  def _read_good(self) -> Dict[str, Any]:
+    try:
+      with open(self._good_path) as f:
+        return json.load(f)
+    except (OSError, ValueError):
+      return {}
+
+  def note_eval(self, step: int, result: Dict[str, float]) -> None:
+    """Records whether the evaluation at `step` looks healthy."""
+    loss = result.get('eval_loss', float('nan'))
+    best = self._good.get('best_eval_loss')
+    self._eval_ok = math.isfinite(loss) and not (
+        self.factor and best is not None and loss > self.factor * best)
+    if self._eval_ok and (best is None or loss < best):
+      self._good['best_eval_loss'] = loss
+    del step
+
+  def save(self, state: TrainState, data_state, config,
+           guard: Optional[Dict[str, Any]] = None) -> None:
+    self.finish()
+    step = int(jax.device_get(state.step))
+    if not bool(jax.device_get(_all_finite(_state_tree(state)))):
+      raise DivergenceError(
+          f'the train state at step {step} is not finite; it was not saved '
+          f'and the last checkpoint, step {self.last_saved}, is intact; '
+          'lower config.learning_rate and run again to resume')
+    with self._disk_errors(step):
+      save_checkpoint(self.manager, state, data_state, config,
+                      None if guard is None else jax.device_get(
+                          guard['losses']))
+    self._pending = (step, self._eval_ok)
+
+  def finish(self) -> None:
+    """Waits for the pending save; writes its manifest; rotates."""
+    if self._pending is None:
+      return
+    step, healthy = self._pending
+    self._pending = None
+    with self._disk_errors(step):
+      self.manager.wait_until_finished()
+      if self.is_main:
+        integrity.write_manifest(os.path.join(self.manager.directory,
+                                              str(step)))
+    self.last_saved = step
+    if self.is_main:
+      if healthy:
+        self._good['step'] = step
+        self._write_good()
+      self._rotate()
+
+  def _write_good(self) -> None:
+    tmp = self._good_path + '.tmp'
+    with self._disk_errors(None):
+      with open(tmp, 'w') as f:
+        json.dump(self._good, f)
+      os.replace(tmp, self._good_path)
+
+  def _rotate(self) -> None:
+    steps = sorted(self.manager.all_steps())
+    keep = set(steps[-self.keep:]) | {self._good.get('step')}
+    for old in steps:
+      if old not in keep:
+        self.manager.delete(old)
+
+  @contextlib.contextmanager
+  def _disk_errors(self, step: Optional[int]):
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except
+      fault = disk_fault(e)
+      if fault is None:
+        raise
+      if step is not None and self.is_main:
+        integrity.remove_partial(str(self.manager.directory), step)
+      what = (f'checkpoint step {step} in {self.manager.directory}'
+              if step is not None else self._good_path)
+      raise WorkdirWriteError(
+          f'cannot write {what}: {fault}; the partial checkpoint was removed '
+          'and the earlier ones are intact: free space (or fix permissions) '
+          'and run again to resume') from None
+
+
+def restore_intact(manager, workdir: str, state: TrainState, model_name: str,
+                   set_aside: bool, only_step: Optional[int] = None):
+  """Restores the newest intact checkpoint (or `only_step`).
+
+  Each candidate is verified against its checksums (integrity.py) and must
+  restore to a finite state. A bad one gets a one-line warning and, with
+  `set_aside` (train.py), is moved to WORKDIR/checkpoints_corrupt/; eval.py
+  only skips it. Returns (state, data_state, step), or None when there is
+  no checkpoint; raises CheckpointError when none is intact.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)
+  if only_step is not None:
+    steps = [only_step]
+  bad = []
+  for step in steps:
+    step_dir = os.path.join(str(manager.directory), str(step))
+    status = integrity.verify(step_dir)
+    if status == integrity.UNVERIFIED:
+      warn(f'checkpoint {step_dir} has no checksums (saved before they '
+           'existed, or stopped before writing them); restoring it unverified')
+    if status in (integrity.OK, integrity.UNVERIFIED):
+      try:
+        restored, data_state = restore_checkpoint(manager, step, state,
+                                                  model_name)
+        if bool(jax.device_get(_all_finite(_state_tree(restored)))):
+          if set_aside and bad:
+            manager.reload()  # it still lists the steps moved aside
+          return restored, data_state, step
+        status = 'its arrays are not finite'
+      except CheckpointMismatchError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        status = (f'it cannot be read ({type(e).__name__}: '
+                  f'{str(e).splitlines()[0] if str(e) else ""})'[:200])
+    if only_step is not None:
+      raise CheckpointError(f'checkpoint step {step} in {manager.directory} is '
+                            f'corrupt: {status}')
+    bad.append(step)
+    if set_aside and jax.process_index() == 0:
+      dest = integrity.quarantine(step_dir, workdir)
+      warn(f'checkpoint {step_dir} is corrupt ({status}); moved to {dest}, '
+           'falling back to an older one')
+    else:
+      warn(f'checkpoint {step_dir} is corrupt ({status}); skipping it')
+  if set_aside and bad:
+    manager.reload()
+  if bad:
+    where = (f'; they were moved to {os.path.join(workdir, "checkpoints_corrupt")}'
+             if set_aside else '')
+    raise CheckpointError(
+        f'no intact checkpoint in {manager.directory}: all {len(bad)} are '
+        f'corrupt{where}; use another --workdir to start over')
+  return None
 
 
 def load_pretrained(state: TrainState, path: str) -> Tuple[TrainState, str]:
@@ -367,6 +697,13 @@ def load_pretrained(state: TrainState, path: str) -> Tuple[TrainState, str]:
       else:
         fresh.append('/'.join(key))
     new[collection] = flax.traverse_util.unflatten_dict(flat)
+  if not loaded:
+    raise CheckpointError(
+        f'config.pretrained_path={path!r} matches none of the model\'s '
+        f'{len(fresh)} arrays (e.g. model {fresh[0] if fresh else "-"!r}, '
+        f'file {"/".join(next(iter(flax.traverse_util.flatten_dict(stored.get("params", {}))), ("-",)))!r}); '
+        'convert it for this model with python -m flax_attn.convert --model '
+        'NAME')
   report = (f'pretrained {path}: loaded {loaded} arrays, '
             f'{len(fresh)} freshly initialised'
             + (f' (e.g. {", ".join(fresh[:3])})' if fresh else ''))
@@ -396,10 +733,16 @@ class MetricWriter:
     row.update({k: (float(v) if isinstance(v, (np.generic, np.ndarray, float,
                                                jax.Array)) else v)
                 for k, v in values.items()})
-    with open(self._path, 'a') as f:
-      f.write(json.dumps(row) + '\n')
-    self._tb.write(step, {k: v for k, v in row.items()
-                          if k != 'step' and isinstance(v, (int, float))})
+    try:
+      with open(self._path, 'a') as f:
+        f.write(json.dumps(row) + '\n')
+      self._tb.write(step, {k: v for k, v in row.items()
+                            if k != 'step' and isinstance(v, (int, float))})
+    except OSError as e:
+      raise WorkdirWriteError(
+          f'cannot write {e.filename or self._path}: '
+          f'{disk_fault(e) or e.strerror}; the checkpoints are intact: free '
+          'space (or fix permissions) and run again to resume') from None
 
   def close(self) -> None:
     if self._tb is not None:
@@ -472,30 +815,46 @@ def run_evaluation(config, state: TrainState, eval_fn, batch_sharding
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop checks after each step."""
+  """Turns SIGTERM and SIGINT (Ctrl-C) into a flag the loop checks after each
+  step: it then saves a checkpoint and stops. A second Ctrl-C stops at once
+  (KeyboardInterrupt; the last checkpoint is intact)."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.signum: Optional[int] = None
+    self._previous = {}
+
+  @property
+  def requested(self) -> bool:
+    return self.signum is not None
 
   def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handler)
-    except ValueError:  # not the main thread (e.g. some notebooks)
-      self._previous = None
+    for signum in self.SIGNALS:
+      try:
+        self._previous[signum] = signal.signal(signum, self._handler)
+      except ValueError:  # not the main thread (e.g. some notebooks)
+        pass
     return self
 
   def _handler(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    if self.signum == signal.SIGINT and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signum = signum
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
 
 
 class Preempted(Exception):
-  """Raised after a SIGTERM once the checkpoint is safely written."""
+  """Raised after SIGTERM / SIGINT once the checkpoint is safely written;
+  `exit_code` is 128 + the signal number (143, 130)."""
+
+  def __init__(self, message: str, exit_code: int = 143):
+    super().__init__(message)
+    self.exit_code = exit_code
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -511,22 +870,48 @@ def write_config(workdir: str, config) -> None:
     json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
 
 
+def _prepare_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_test.{os.getpid()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise WorkdirWriteError(
+        f'cannot write to workdir {workdir}: '
+        f'{disk_fault(e) or e.strerror}') from None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> Dict[str, float]:
-  """Trains (resuming from the latest checkpoint in `workdir`), evaluates
-  every `eval_every_steps` and at the end; returns the final eval metrics."""
-  os.makedirs(workdir, exist_ok=True)
+  """Trains (resuming from the newest intact checkpoint in `workdir`),
+  evaluates every `eval_every_steps` and at the end; returns the final eval
+  metrics. One run per workdir (WORKDIR/.lock)."""
+  _prepare_workdir(workdir)
+  lock = WorkdirLock(workdir)
+  if jax.process_index() == 0:
+    lock.acquire()
+  try:
+    return _train_and_evaluate(config, workdir)
+  finally:
+    lock.release()
+
+
+def _train_and_evaluate(config, workdir):
   b = _build(config, workdir)
   state, mesh = b['state'], b['mesh']
-  total_steps, steps_per_epoch = b['total_steps'], b['steps_per_epoch']
+  total_steps = b['total_steps']
   is_main = jax.process_index() == 0
   manager = create_checkpoint_manager(workdir, config)
-  latest = manager.latest_step()
+  restored = restore_intact(manager, workdir, state, config.model,
+                            set_aside=True)
   data_state = None
-  if latest is not None:
-    state, data_state = restore_checkpoint(manager, latest, state,
-                                           config.model)
+  if restored is not None:
+    state, data_state, latest = restored
     print(f'resumed from {manager.directory}/{latest}', flush=True)
+    _warn_resume_changes(checkpoint_config(manager, latest), config, latest,
+                         total_steps)
   elif config.pretrained_path:
     state, report = load_pretrained(state, config.pretrained_path)
     state = jax.device_put(state, b['replicated'])
@@ -544,6 +929,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     train_iter.set_state(data_state)
 
   writer = MetricWriter(workdir, enabled=is_main)
+  ckpt = CheckpointWriter(manager, workdir, config, is_main)
   start = int(jax.device_get(state.step))
   bar = _progress(total_steps, start, is_main and config.progress_bar)
   last_eval: Dict[str, float] = {}
@@ -552,11 +938,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                                b['batch_sharding'])
 
   try:
-    return _train_loop(config, b, state, manager, train_iter, writer, bar,
-                       start, last_eval)
+    result = _train_loop(config, b, state, ckpt, train_iter, writer, bar,
+                         start, last_eval)
+    ckpt.finish()
+    return result
   finally:
-    # Whatever ended the loop, the last checkpoint and metrics are on disk.
-    manager.wait_until_finished()
+    # Whatever ended the loop, finished checkpoints and metrics are on disk.
+    try:
+      manager.wait_until_finished()
+    except Exception:  # pylint: disable=broad-except
+      pass  # a failed save was reported (or is being raised) already
     manager.close()
     writer.close()
     if bar is not None:
@@ -565,65 +956,88 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       train_iter.close()
 
 
-def _train_loop(config, b, state, manager, train_iter, writer, bar, start,
+def _warn_resume_changes(saved: Dict[str, Any], config, step: int,
+                         total_steps: int) -> None:
+  """One line for each change from the checkpoint's run that surprises."""
+  for field in ('batch_size', 'dataset', 'image_size', 'seed'):
+    if field in saved and saved[field] != config[field]:
+      warn(f'resuming step {step} with config.{field}={config[field]!r}; the '
+           f'checkpoint was trained with {saved[field]!r} (the data order and '
+           'schedule change from here)')
+  if step > total_steps:
+    warn(f'the checkpoint is at step {step}, past config.num_train_steps='
+         f'{total_steps}: nothing to train, evaluating step {step}')
+
+
+def _train_loop(config, b, state, ckpt, train_iter, writer, bar, start,
                 last_eval):
-  mesh, total_steps = b['mesh'], b['total_steps']
+  total_steps = b['total_steps']
   steps_per_epoch = b['steps_per_epoch']
   eval_fn = _make_eval_fn(b)
   eval_every = config.eval_every_steps or steps_per_epoch
   step_fn = jax.jit(
-      functools.partial(train_step, model=b['model'], tx=b['tx'],
+      functools.partial(guarded_train_step, model=b['model'], tx=b['tx'],
                         lr_fn=b['lr_fn'], num_classes=b['spec'].num_classes,
                         label_smoothing=config.label_smoothing,
-                        ema_decay=config.ema_decay),
-      in_shardings=(b['replicated'], b['batch_sharding']),
-      out_shardings=(b['replicated'], b['replicated']),
-      donate_argnums=(0,))
+                        ema_decay=config.ema_decay,
+                        divergence_factor=config.divergence_factor),
+      in_shardings=(b['replicated'], b['replicated'], b['batch_sharding']),
+      out_shardings=(b['replicated'], b['replicated'], b['replicated']),
+      donate_argnums=(0, 1))
+  guard = jax.device_put(restored_guard(ckpt.manager, ckpt.last_saved),
+                         b['replicated'])
   t_log, n_log = time.perf_counter(), 0
-  with jax.set_mesh(mesh), _Preemption() as preemption:
+  with jax.set_mesh(b['mesh']), _Preemption() as preemption:
     for step in range(start + 1, total_steps + 1):
       batch = _global_batch(next(train_iter), b['batch_sharding'])
-      state, metrics = step_fn(state, batch)
+      state, guard, metrics = step_fn(state, guard, batch)
       n_log += 1
       if bar is not None:
         bar.update(1)
-      if step % config.log_every_steps == 0 or step == total_steps:
+      log = step % config.log_every_steps == 0 or step == total_steps
+      evaluate_now = step % eval_every == 0 or step == total_steps
+      save = (step % config.checkpoint_every_steps == 0
+              or step == total_steps or preemption.requested)
+      if log or evaluate_now or save:
+        # The one host read of the guard: nothing flagged is logged or saved.
+        check_guard(guard, config, ckpt.last_saved)
+      if log:
         metrics = jax.device_get(metrics)
         elapsed = time.perf_counter() - t_log
         ips = n_log * config.batch_size / max(elapsed, 1e-9)
         row = {'epoch': step / steps_per_epoch, **metrics,
                'images_per_sec': ips}
-        if not math.isfinite(float(metrics['train_loss'])):
-          raise FloatingPointError(f'train loss is {metrics["train_loss"]} '
-                                   f'at step {step}; lower learning_rate')
         writer.write(step, row)
         if bar is not None:
           bar.set_postfix(loss=f'{float(metrics["train_loss"]):.4f}',
                           img_s=f'{ips:.0f}')
         t_log, n_log = time.perf_counter(), 0
-      if step % eval_every == 0 or step == total_steps:
+      if evaluate_now:
         last_eval = run_evaluation(config, state, eval_fn,
                                    b['batch_sharding'])
+        ckpt.note_eval(step, last_eval)
         writer.write(step, {'epoch': step / steps_per_epoch, **last_eval})
         if bar is not None:
           bar.write(f'step {step}: eval loss {last_eval["eval_loss"]:.4f} '
                     f'top1 {last_eval["top1"]:.4f} top5 '
                     f'{last_eval["top5"]:.4f}')
         t_log, n_log = time.perf_counter(), 0  # eval time is not train time
-      if (step % config.checkpoint_every_steps == 0 or step == total_steps
-          or preemption.requested):
-        save_checkpoint(manager, state, train_iter.get_state(), config)
+      if save:
+        ckpt.save(state, train_iter.get_state(), config, guard)
       if preemption.requested and step < total_steps:
-        manager.wait_until_finished()
-        raise Preempted(f'SIGTERM: stopped at step {step}, checkpoint saved '
-                        f'in {manager.directory}')
+        ckpt.finish()
+        name = signal.Signals(preemption.signum).name
+        raise Preempted(f'{name}: stopped at step {step}, checkpoint saved '
+                        f'in {ckpt.manager.directory}',
+                        128 + preemption.signum)
   return {**last_eval, 'step': total_steps}
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str,
              step: Optional[int] = None) -> Dict[str, Any]:
-  """Restores the latest (or given) checkpoint of `workdir`, evaluates the
-  whole eval split and writes `workdir/eval.json`."""
+  """Restores the newest intact (or the given) checkpoint of `workdir`,
+  evaluates the whole eval split, writes `workdir/eval.json` (the latest
+  evaluation) and appends it to `workdir/evals.jsonl` (all of them)."""
   b = _build(config, workdir)
   manager = create_checkpoint_manager(workdir, config, create=False)
   steps = manager.all_steps() if os.path.isdir(manager.directory) else []
@@ -631,13 +1045,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise CheckpointError(f'no checkpoint in {manager.directory}; train first '
                           f'with: python train.py --config ... --workdir '
                           f'{workdir}')
-  if step is None:
-    step = max(steps)
-  elif step not in steps:
+  if step is not None and step not in steps:
     raise CheckpointError(f'no checkpoint for step {step} in '
                           f'{manager.directory}; available: '
                           f'{", ".join(map(str, sorted(steps)))}')
-  state, _ = restore_checkpoint(manager, step, b['state'], config.model)
+  state, _, step = restore_intact(manager, workdir, b['state'], config.model,
+                                  set_aside=False, only_step=step)
   with jax.set_mesh(b['mesh']):
     result = run_evaluation(config, state, _make_eval_fn(b),
                             b['batch_sharding'])
@@ -645,7 +1058,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
          'loss': result['eval_loss'], 'num_examples': result['num_examples'],
          'step': int(step), 'model': config.model, 'dataset': config.dataset}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'eval.json'), 'w') as f:
-      json.dump(out, f, indent=2)
+    try:
+      with open(os.path.join(workdir, 'eval.json'), 'w') as f:
+        json.dump(out, f, indent=2)
+      with open(os.path.join(workdir, 'evals.jsonl'), 'a') as f:
+        f.write(json.dumps({**out, 'time': time.strftime(
+            '%Y-%m-%dT%H:%M:%S')}) + '\n')
+    except OSError as e:
+      raise WorkdirWriteError(f'cannot write the evaluation to {workdir}: '
+                              f'{disk_fault(e) or e.strerror}') from None
   manager.close()
   return out

@@ -454,6 +454,13 @@ def _read_torch(path: str) -> Dict[str, Any]:
         f'reading {os.path.basename(path)!r} needs PyTorch (pip install '
         'torch); or give a .safetensors file') from None
   import pickle  # pylint: disable=g-import-not-at-top
+  with open(path, 'rb') as f:
+    head = f.read(8)
+  # torch.save writes a zip archive (PK..); before PyTorch 1.6, a pickle.
+  if not (head.startswith(b'PK') or head.startswith(b'\x80')):
+    raise CheckpointError(
+        f'{path!r} is not a PyTorch checkpoint: torch.save writes a zip '
+        f'archive, this file starts with {head!r}')
   try:
     return torch.load(path, map_location='cpu', weights_only=True)
   except pickle.UnpicklingError as e:
