@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from typing import Callable
@@ -234,8 +235,31 @@ def enable_compilation_cache(config) -> None:
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
+class _OrbaxErrorLogFilter(logging.Filter):
+  """Drops orbax's own ERROR logs: each failing writer thread logs its
+  traceback, and the same error reaches run_main as an exception, which
+  prints it in one line (or, if unexpected, with its traceback)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR
+                and f'{os.sep}orbax{os.sep}' in (record.pathname or ''))
+
+
+def _quiet_closed_loop_callbacks(unraisable) -> None:
+  """After a failed save (a full disk), TensorStore completes the writes
+  still in flight and calls back into orbax's event loop, already closed:
+  one 'Event loop is closed' traceback per write, nothing lost. Those are
+  dropped; anything else goes to Python's default hook."""
+  value = unraisable.exc_value
+  if isinstance(value, RuntimeError) and 'Event loop is closed' in str(value):
+    return
+  sys.__unraisablehook__(unraisable)
+
+
 def run_main(body: Callable[[], int]) -> int:
   """Runs `body`, turning user errors into one line on stderr and exit 2."""
+  logging.getLogger('absl').addFilter(_OrbaxErrorLogFilter())
+  sys.unraisablehook = _quiet_closed_loop_callbacks
   from flax_attn.data import DatasetNotFoundError  # pylint: disable=g-import-not-at-top
   from flax_attn.errors import DivergenceError, UserError  # pylint: disable=g-import-not-at-top
   from flax_attn.train import Preempted  # pylint: disable=g-import-not-at-top

@@ -944,11 +944,17 @@ def _train_and_evaluate(config, workdir):
     return result
   finally:
     # Whatever ended the loop, finished checkpoints and metrics are on disk.
+    failure = sys.exc_info()[1]
     try:
       manager.wait_until_finished()
+      manager.close()
     except Exception:  # pylint: disable=broad-except
-      pass  # a failed save was reported (or is being raised) already
-    manager.close()
+      if failure is None:
+        raise
+      # Already failing (e.g. a full disk): that error is the one to report.
+    if isinstance(failure, WorkdirWriteError) and is_main:
+      # orbax's writer threads may have gone on after the first error.
+      integrity.remove_partial(str(manager.directory))
     writer.close()
     if bar is not None:
       bar.close()
