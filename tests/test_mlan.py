@@ -266,9 +266,8 @@ def test_fusion_matches_equations(kind):
     ('plus', 'project', True, (2, 2)),
     ('weighted_plus', 'mean', True, (2, 2)),
     ('concat', 'project', False, (2, 2)),
-    # q = 3: BA concatenates two block attentions (group 2, then group 1).
+    # q = 3 in group 2: BA concatenates two block attentions.
     ('plus', 'project', True, (2, 3)),
-    ('conv1x1', 'mean', True, (3, 2)),
 ])
 def test_network_matches_reference(fusion, aggregation, multi_level, sizes):
   """A 2-group MLAN (D block + q - 1 normal blocks each) against np_mlan."""
