@@ -9,6 +9,7 @@ import pytest
 import flax_attn
 from flax_attn.attention.mgan import MultiGrainedAttention
 from flax_attn.models import HEADS
+import numpy_reference as npr
 from helpers import (model_param_count, param_count, random_variables,
                      sigmoid, to_numpy)
 
@@ -156,8 +157,6 @@ def test_maps_are_sown_and_bad_kernels_fail():
 # Round 2: the literal reading, per-stage kernels, placement, the head's K.
 # --------------------------------------------------------------------------
 
-import numpy_reference as npr  # noqa: E402
-
 
 def ref_features_literal(x, p, n_branches, mlp_relu):
   """Alg. 2/3 literally: Cw from I (steps 1-5), F_G = Conv1x1(I) (step 6),
@@ -172,10 +171,8 @@ def ref_features_literal(x, p, n_branches, mlp_relu):
   branches = []
   for i in range(n_branches):
     q = p[f'msa{i}']
-    k = q['depthwise']['kernel'].shape[0]
     s = npr.conv(x, q['depthwise']['kernel'], q['depthwise']['bias'],
-                 groups=x.shape[-1])
-    assert k % 2 == 1
+                 groups=x.shape[-1])                         # Alg. 1 step 2
     pooled = np.concatenate([s.max(-1, keepdims=True),
                              s.mean(-1, keepdims=True)], -1)
     mask = sigmoid(pooled @ q['mask_conv']['kernel'][0, 0]

@@ -39,7 +39,7 @@ Conv1x1 adds at least sum(C^2) = 86,016 parameters to ResNet-18 (stages 64,
 convs (one per stage) and the r = 16 MLP alone add 27,529 (11.72M). Table
 3's 28.6M is 2.9M over timm's Res2Net-50, about 2.1 sum(C^2) over stages
 256, 512, 1024: 'branch_per_stage' (2.125 C^2 a stage) is within 0.3% of it,
-1.7% over Table 5's 28.2M and 1.7% over Table 2's total, so it is the
+1.8% over Table 5's 28.2M and 1.6% over Table 2's total, so it is the
 reading closest to all three tables; Table 1's per-stage labels and Sec.
 4.4 ("In Table 1, we set the three convolutional kernel sizes ... K1 = 3,
 K2 = 5, and K3 = 7") support it too, while Alg. 3 steps 1-3 run all three
