@@ -42,8 +42,9 @@ Other readings taken (SPEC.md, seed 000):
   * The module sits after stages conv2_x, conv3_x, conv4_x (Table 1): use it
     as ResNet's `stage_attn` with `stage_attn_after=(1, 2, 3)`. Table 1's
     "Attention(K_i=3 / 5 / 7)" labels are read as naming one module with
-    all three kernels (Sec. 4.4 and Table 4 set K1, K2, K3 of one module);
-    the other reading, one kernel per stage, is ResNet's
+    all three kernels, as Alg. 3 steps 1-3 run them (Sec. 4.4's "In Table
+    1, we set the three convolutional kernel sizes ... K1 = 3, K2 = 5, and
+    K3 = 7" fits either reading); the other, one kernel per stage, is ResNet's
     `stage_attn_per_stage=({'kernel_sizes': (3,)}, {'kernel_sizes': (5,)},
     {'kernel_sizes': (7,)})` (models/zoo/mgan.py `MGAN_READINGS`).
 
