@@ -198,8 +198,9 @@ def np_spatial_map_train(x, p, s, momentum=0.9):
   var = ((conv - mean) ** 2).mean(axes)
   normed = ((conv - mean) / np.sqrt(var + 1e-5) * np.asarray(p['bn']['scale'])
             + np.asarray(p['bn']['bias']))
-  stats = {'mean': momentum * np.asarray(s['bn']['mean']) + (1 - momentum) * mean,
-           'var': momentum * np.asarray(s['bn']['var']) + (1 - momentum) * var}
+  moved = lambda old, new: momentum * np.asarray(old) + (1 - momentum) * new
+  stats = {'mean': moved(s['bn']['mean'], mean),
+           'var': moved(s['bn']['var'], var)}
   return sigmoid(normed)[..., 0], stats
 
 

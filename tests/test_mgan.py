@@ -292,7 +292,8 @@ def test_stage_attention_output_feeds_the_next_stage():
   p, s = to_numpy(variables['params']), to_numpy(variables['batch_stats'])
   for stage, block in ((1, 'stage1_block0'), (2, 'stage2_block0')):
     q = p[f'stage{stage}_attn']
-    assert q['features']['msa0']['depthwise']['kernel'].shape[0] == 2 * stage + 1
+    kernel = q['features']['msa0']['depthwise']['kernel']
+    assert kernel.shape[0] == 2 * stage + 1                 # K = 3, then 5
     expected = (ref_features(seen[block], q['features'], n_branches=1)
                 @ q['fuse']['kernel'][0, 0] + q['fuse']['bias'])
     chex.assert_trees_all_close(seen[f'stage{stage}_attn'], expected,
