@@ -3,7 +3,10 @@
   python train.py --config configs/mgan_res2net18_kernels.py:s_para1 --workdir DIR
 
 Variants (`VARIANTS`): s_para1 K=(3,3,3), s_para2 (5,5,5), s_para3 (7,7,7),
-s_para4 (3,5,7) (the default). CIFAR-10 by default; CIFAR-100 with
+s_para4 (3,5,7) (the default): K1, K2, K3 of every MA module. With the
+suffix `_per_stage` (e.g. `s_para1_per_stage`), Table 1's other reading:
+K1, K2, K3 are the one kernel of the modules after conv2_x, conv3_x,
+conv4_x (reading 'branch_per_stage'). CIFAR-10 by default; CIFAR-100 with
 `--config.dataset=cifar100`; Mini-ImageNet with `--config.dataset=mini_imagenet
 --config.image_size=84 --config.model_kwargs.stem=imagenet
 --config.augment.crop_padding=8`. Recipe as configs/mgan_resnet18_cifar10.py.
@@ -18,11 +21,22 @@ VARIANTS = {
 }
 
 
+PER_STAGE = '_per_stage'
+
+
 def get_config(variant: str = 's_para4'):
-  if variant not in VARIANTS:
+  kernel_set = variant[:-len(PER_STAGE)] if variant.endswith(
+      PER_STAGE) else variant
+  if kernel_set not in VARIANTS:
     raise ValueError(f'unknown MGAN kernel set {variant!r}; valid: '
-                     f'{", ".join(VARIANTS)}')
+                     f'{", ".join(VARIANTS)}, each optionally + {PER_STAGE}')
   config = mgan_resnet18_cifar10.get_config()
   config.model = 'mgan_res2net18'
-  config.model_kwargs.stage_attn_kwargs = dict(kernel_sizes=VARIANTS[variant])
+  kernels = VARIANTS[kernel_set]
+  if kernel_set == variant:
+    config.model_kwargs.stage_attn_kwargs = dict(kernel_sizes=kernels)
+  else:
+    config.model_kwargs.reading = 'branch_per_stage'
+    config.model_kwargs.stage_attn_per_stage = tuple(
+        {'kernel_sizes': (k,)} for k in kernels)
   return config

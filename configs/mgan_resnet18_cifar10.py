@@ -6,7 +6,10 @@ Recipe (Sec. 4.1): SGD, batch 64, lr 0.01 divided by 10 every 50 epochs,
 weight decay 1e-4, 100 epochs; MSA kernels K = (3, 5, 7); the 3 x 3 stem for
 32 x 32 images. Momentum (not stated) 0.9; pad-4 crop and flip (not stated).
 CIFAR-100: `--config.dataset=cifar100`. The paper's classifier head
-(Alg. 3 steps 9-12): `--config.head=mgan`.
+(Alg. 3 steps 9-12): `--config.head=mgan`. Other readings of Alg. 2/3 and
+Table 1 (models/zoo/mgan.py `MGAN_READINGS`):
+`--config.model_kwargs.reading=branch_per_stage` (one kernel per stage,
+closest to Tables 2, 3, 5's parameters) or `input` (Alg. 3 step 4 literally).
 """
 from configs import default
 
@@ -15,6 +18,7 @@ def get_config():
   config = default.get_config()
   config.model = 'mgan_resnet18'   # MA after conv2_x, conv3_x, conv4_x
   config.model_kwargs.stem = 'small'  # 3x3 stem for 32x32 images (Sec. 4.1)
+  config.model_kwargs.reading = 'branch'  # MGAN_READINGS; SPEC's round 1
   config.dataset = 'cifar10'
   config.image_size = 32
   config.augment.crop_padding = 4

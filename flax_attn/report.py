@@ -2,6 +2,9 @@
 
   python -m flax_attn.report hga_resnet50 resnet50 [--image-size 224]
       [--num-classes 1000]
+  python -m flax_attn.report --readings mgan mlan
+      (parameters of each paper reading beside MGAN Tables 2, 3, 5 and
+      MLAN Tables 6, 9; see `READINGS`)
 
 Parameters are counted from `jax.eval_shape` of `model.init` (nothing is
 computed). FLOPs come from XLA's cost analysis of the compiled inference
@@ -16,7 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -136,18 +139,123 @@ def format_table(rows: Sequence[Dict[str, Any]], image_size: int,
   return '\n'.join(out)
 
 
+# --------------------------------------------------------------------------
+# Readings: a paper's model built under each reading this library offers,
+# parameters only, beside the paper's figure (`--readings mgan mlan`).
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+  """One model under one reading, and the paper's parameter figure."""
+  table: str
+  model: str
+  reading: str
+  options: Tuple[Tuple[str, Any], ...] = ()
+  num_classes: int = 1000
+  paper_m: Optional[float] = None
+
+
+def _mgan_readings() -> List[Reading]:
+  from flax_attn.models.zoo.mgan import MGAN_READINGS
+  rows = []
+  for table, base, paper_base, model, paper in (
+      ('MGAN Table 2', 'resnet18', 11.69, 'mgan_resnet18', 11.70),
+      ('MGAN Table 3', 'res2net50_26w_4s', 25.56, 'mgan_res2net50', 28.6),
+      ('MGAN Table 5', 'res2net18', 23.2, 'mgan_res2net50', 28.2)):
+    rows.append(Reading(table, base, 'backbone', paper_m=paper_base))
+    rows += [Reading(table, model, name, (('reading', name),), paper_m=paper)
+             for name in MGAN_READINGS]
+  return rows
+
+
+# Tables 6 (CIFAR-10, width 8) and 9 (CIFAR-100, width 16), ResNet14 / 32.
+_MLAN_PAPER = {
+    (8, 'se'): (0.07, 0.31), (8, 'cbam'): (0.07, 0.32),
+    (8, 'gc'): (0.07, 0.32), (16, 'se'): (0.28, 1.24),
+    (16, 'cbam'): (0.28, 1.26), (16, 'gc'): (0.28, 1.26)}
+
+
+def _mlan_readings() -> List[Reading]:
+  rows = []
+  for (width, attn), papers in _MLAN_PAPER.items():
+    table, classes = (('MLAN Table 6', 10) if width == 8
+                      else ('MLAN Table 9', 100))
+    exact = {'rd_divisor': 1} if attn == 'se' else {}
+    for depth, paper in zip((14, 32), papers):
+      model = f'mlan_resnet{depth}'
+      base = (('width', width), ('attn', attn))
+      rows.append(Reading(table, model, f'{attn}, 1 module (default)',
+                          base, classes, paper))
+      rows.append(Reading(
+          table, model, f'{attn}, 3 modules, r=4',
+          base + (('attn_kwargs', dict(exact, reduction=4)),
+                  ('attn_copies', 3)), classes, paper))
+  return rows
+
+
+READINGS = {'mgan': _mgan_readings, 'mlan': _mlan_readings}
+READING_NOTES = {
+    'mgan': ("MGAN: 1000 classes (the paper's baselines are ImageNet counts; "
+             'its setting is not stated). Table 5 names no depth for '
+             '"MGAN-Res2Net" (28.2M; Table 3 gives 28.6M for Res2Net-50); its '
+             'Res2Net18 (23.2M) is no Res2Net-18 we know (ours: basic-block '
+             'Res2Net, 7.3M). Readings: flax_attn/models/zoo/mgan.py.'),
+    'mlan': ('MLAN: CIFAR-10 (Table 6) / CIFAR-100 (Table 9) classes, widths '
+             '8 / 16. Readings: flax_attn/models/mlan.py.'),
+}
+
+
+def count_reading(reading: Reading) -> int:
+  """Parameters of `reading`'s model (eval_shape; the count does not
+  depend on the image size, 32 x 32 keeps tracing cheap)."""
+  model = create_model(reading.model, num_classes=reading.num_classes,
+                       **dict(reading.options))
+  return count_params(model, 32)
+
+
+def format_readings(rows: Sequence[Tuple[Reading, int]], note: str = ''
+                    ) -> str:
+  """Table, model, reading, our count, the paper's and the difference."""
+  header = ('table', 'model', 'reading', 'params (M)', 'paper (M)', 'diff')
+  lines = []
+  for reading, params in rows:
+    paper = reading.paper_m
+    diff = ('-' if paper is None
+            else f'{(params / 1e6 - paper) / paper * 100:+.1f}%')
+    lines.append((reading.table, reading.model, reading.reading,
+                  f'{params / 1e6:.3f}', '-' if paper is None else f'{paper:g}',
+                  diff))
+  widths = [max(len(r[i]) for r in [header] + lines)
+            for i in range(len(header))]
+  fmt = lambda r: '  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+  out = [fmt(header), fmt(tuple('-' * w for w in widths))]
+  out += [fmt(r) for r in lines]
+  out.append('')
+  if note:
+    out.append(note)
+  return '\n'.join(out)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m flax_attn.report',
       description='Parameters and FLOPs of named models beside published '
                   'figures.')
-  parser.add_argument('models', nargs='+', metavar='MODEL',
+  parser.add_argument('models', nargs='*', metavar='MODEL',
                       help='names from flax_attn.list_models()')
   parser.add_argument('--image-size', type=int, default=224)
   parser.add_argument('--num-classes', type=int, default=1000)
   parser.add_argument('--no-flops', action='store_true',
                       help='skip compiling (parameters only)')
+  parser.add_argument('--readings', nargs='+', choices=sorted(READINGS),
+                      default=[],
+                      help="parameters of each paper reading beside the "
+                           "paper's tables (MGAN Tables 2, 3, 5; MLAN "
+                           "Tables 6, 9)")
   args = parser.parse_args(argv)
+  if not args.models and not args.readings:
+    parser.error('give model names, or --readings mgan / mlan')
   if args.image_size < 1 or args.num_classes < 1:
     parser.error(f'--image-size and --num-classes must be positive, got '
                  f'{args.image_size} and {args.num_classes}')
@@ -157,9 +265,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except UnknownNameError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  rows = [measure(name, args.image_size, args.num_classes,
-                  flops=not args.no_flops) for name in args.models]
-  print(format_table(rows, args.image_size, args.num_classes))
+  if args.models:
+    rows = [measure(name, args.image_size, args.num_classes,
+                    flops=not args.no_flops) for name in args.models]
+    print(format_table(rows, args.image_size, args.num_classes))
+  for family in args.readings:
+    readings = READINGS[family]()
+    print(format_readings([(r, count_reading(r)) for r in readings],
+                          READING_NOTES[family]))
   return 0
 
 

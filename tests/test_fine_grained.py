@@ -186,3 +186,50 @@ def test_attention_models_carry_fcn_head_and_cam():
                         stage_sizes=(1, 1), stage_widths=(4, 8), stem_width=8)
   assert model_param_count(linear, (1, 32, 32, 3)) == model_param_count(
       model, (1, 32, 32, 3))
+
+
+def np_spatial_map_train(x, p, s, momentum=0.9):
+  """Eq. 3 in train mode: the BN after the 7x7 conv uses the batch's mean
+  and (biased) variance over N, H, W; running statistics move by 0.1."""
+  pooled = np.stack([x.mean(axis=-1), x.max(axis=-1)], axis=-1)
+  conv = np_conv(pooled, p['conv']['kernel'])
+  axes = (0, 1, 2)
+  mean = conv.mean(axes)
+  var = ((conv - mean) ** 2).mean(axes)
+  normed = ((conv - mean) / np.sqrt(var + 1e-5) * np.asarray(p['bn']['scale'])
+            + np.asarray(p['bn']['bias']))
+  moved = lambda old, new: momentum * np.asarray(old) + (1 - momentum) * new
+  stats = {'mean': moved(s['bn']['mean'], mean),
+           'var': moved(s['bn']['var'], var)}
+  return sigmoid(normed)[..., 0], stats
+
+
+def test_train_mode_matches_reference():
+  """CA, SA, CSCA with train=True: SA's BN normalises with batch statistics
+  and updates its running ones; CA has no statistics."""
+  x = np.random.default_rng(4).normal(size=(3, 6, 5, 32)).astype(np.float32)
+  xd = x.astype(np.float64)
+  for name in REFERENCES:
+    module = get_attention(name)()
+    variables = random_variables(module, x)
+    out, state = jax.jit(lambda v, y, m=module: m.apply(
+        v, y, train=True, mutable=['batch_stats']))(variables, x)
+    p = variables['params']
+    mc = (np_channel_weights(xd, p['channel'])[:, None, None, :]
+          if 'channel' in p else 1.0)
+    if 'spatial' in p:
+      ms, stats = np_spatial_map_train(xd, p['spatial'],
+                                       variables['batch_stats']['spatial'])
+      for key in ('mean', 'var'):
+        np.testing.assert_allclose(
+            state['batch_stats']['spatial']['bn'][key], stats[key],
+            atol=1e-5, rtol=1e-5, err_msg=f'{name} running {key}')
+      ms = ms[..., None]
+      # Differs from eval mode: the batch, not the running statistics.
+      assert not np.allclose(out, REFERENCES[name](xd, variables),
+                             atol=1e-3), name
+    else:
+      ms = 1.0
+      assert not state.get('batch_stats')
+    np.testing.assert_allclose(out, xd * mc * ms, atol=1e-5, rtol=1e-5,
+                               err_msg=name)

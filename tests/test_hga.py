@@ -77,6 +77,31 @@ def test_adaptive_pool_matches_pytorch_bins(size, bins):
                               ref_adaptive_pool(x, bins), atol=1e-5)
 
 
+def test_adaptive_pool_matches_torch():
+  """HAP's bins (Eq. 3) against torch.nn.functional.adaptive_avg_pool2d
+  itself, on maps whose sides the bins do not divide (overlapping bins),
+  smaller than the bins, and not square; and the flattened HAP vector
+  (bin-major, channel-minor) built from torch's pooled maps."""
+  import torch
+  from flax_attn.attention.hga import hierarchical_average_pool
+  rng = np.random.RandomState(1)
+  for h, w in ((7, 7), (5, 9), (3, 2)):
+    x = rng.randn(2, h, w, 3).astype(np.float32)
+    nchw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    pooled = []
+    for bins in (1, 2, 3, 4):
+      expected = torch.nn.functional.adaptive_avg_pool2d(nchw, bins).numpy()
+      expected = expected.transpose(0, 2, 3, 1)              # to NHWC
+      chex.assert_trees_all_close(
+          np.asarray(adaptive_avg_pool(jnp.asarray(x), bins)), expected,
+          atol=1e-6, rtol=1e-6)
+      if bins != 3:
+        pooled.append(expected.reshape(2, -1))
+    chex.assert_trees_all_close(
+        np.asarray(hierarchical_average_pool(jnp.asarray(x), (1, 2, 4))),
+        np.concatenate(pooled, axis=-1), atol=1e-6, rtol=1e-6)
+
+
 class HGAValueTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)

@@ -9,6 +9,7 @@ import pytest
 import flax_attn
 from flax_attn.attention.mgan import MultiGrainedAttention
 from flax_attn.models import HEADS
+import numpy_reference as npr
 from helpers import (model_param_count, param_count, random_variables,
                      sigmoid, to_numpy)
 
@@ -150,3 +151,181 @@ def test_maps_are_sown_and_bad_kernels_fail():
   chex.assert_shape(maps['channel_weights2'][0], (2, 1, 1, 16))
   with pytest.raises(ValueError, match='odd positive'):
     MultiGrainedAttention(kernel_sizes=(3, 4, 5)).init(jax.random.key(0), x)
+
+
+# --------------------------------------------------------------------------
+# Round 2: the literal reading, per-stage kernels, placement, the head's K.
+# --------------------------------------------------------------------------
+
+
+def ref_features_literal(x, p, n_branches, mlp_relu):
+  """Alg. 2/3 literally: Cw from I (steps 1-5), F_G = Conv1x1(I) (step 6),
+  F_channel = Cw * F_G computed once (Alg. 3 step 4); F_i = M_i * F_channel
+  with branch i's spatial map M_i (Alg. 1 step 5)."""
+  mca = p['mca']
+  act = (lambda v: np.maximum(v, 0)) if mlp_relu else (lambda v: v)
+  mlp = lambda v: act(v @ mca['w0']['kernel']) @ mca['w1']['kernel']
+  weights = sigmoid(mlp(x.max(axis=(1, 2))) + mlp(x.mean(axis=(1, 2))))
+  fg = x @ mca['global_conv']['kernel'][0, 0] + mca['global_conv']['bias']
+  channel_features = weights[:, None, None, :] * fg
+  branches = []
+  for i in range(n_branches):
+    q = p[f'msa{i}']
+    s = npr.conv(x, q['depthwise']['kernel'], q['depthwise']['bias'],
+                 groups=x.shape[-1])                         # Alg. 1 step 2
+    pooled = np.concatenate([s.max(-1, keepdims=True),
+                             s.mean(-1, keepdims=True)], -1)
+    mask = sigmoid(pooled @ q['mask_conv']['kernel'][0, 0]
+                   + q['mask_conv']['bias'])
+    branches.append(mask * channel_features)
+  return np.concatenate(branches, -1)
+
+
+@pytest.mark.parametrize('mlp_relu,combine,kernels', [
+    (False, 'conv', (3, 5, 7)),   # Alg. 2 step 3's w1(w0(.)), 1x1 fusion
+    (True, 'mean', (5,)),         # one kernel per stage, no fusion conv
+])
+def test_literal_reading_matches_algorithms(mlp_relu, combine, kernels):
+  module = MultiGrainedAttention(kernel_sizes=kernels, channel_input='input',
+                                 mlp_relu=mlp_relu, combine=combine)
+  variables, x = random_variables(module, (2, 6, 5, 32))
+  out = jax.jit(module.apply)(variables, x)
+  p = to_numpy(variables['params'])
+  f_cat = ref_features_literal(np.asarray(x, np.float64), p['features'],
+                               len(kernels), mlp_relu)
+  if combine == 'conv':
+    expected = f_cat @ p['fuse']['kernel'][0, 0] + p['fuse']['bias']
+  else:
+    expected = f_cat.reshape(*f_cat.shape[:-1], len(kernels), 32).mean(-2)
+    assert 'fuse' not in p
+  chex.assert_trees_all_close(np.asarray(out), expected, atol=1e-4,
+                              rtol=1e-4)
+  # The reading changes the function, not the parameters.
+  assert param_count(variables['params']) == (
+      ma_param_count(32, kernels) - (0 if combine == 'conv'
+                                     else len(kernels) * 32 * 32 + 32))
+
+
+def test_readings_parameter_counts_and_per_stage_kernels():
+  """Added parameters on ResNet-18 for each named reading (1000 classes):
+  per stage C = 64, 128, 256; 'branch_per_stage' and 'input_per_stage' put
+  K = 3, 5, 7 after conv2_x, conv3_x, conv4_x."""
+  shape = (1, 32, 32, 3)
+  base = model_param_count(flax_attn.create_model('resnet18'), shape)
+  per_stage = lambda c, k, fuse: (k * k * c + c + 3 + 2 * c * (c // 16)
+                                  + c * c + c + fuse * (c * c + c))
+  expected = {
+      'branch': sum(ma_param_count(c) for c in (64, 128, 256)),
+      'input_linear': sum(ma_param_count(c) for c in (64, 128, 256)),
+      'branch_per_stage': sum(per_stage(c, k, 1) for c, k in
+                              ((64, 3), (128, 5), (256, 7))),
+      'input_per_stage': sum(per_stage(c, k, 0) for c, k in
+                             ((64, 3), (128, 5), (256, 7))),
+  }
+  assert expected == {'branch': 394_267, 'input_linear': 394_267,
+                      'branch_per_stage': 200_457, 'input_per_stage': 113_993}
+  for reading, added in expected.items():
+    model = flax_attn.create_model('mgan_resnet18', reading=reading)
+    params = jax.eval_shape(lambda m=model: m.init(
+        jax.random.key(0), jnp.zeros(shape)))['params']
+    assert param_count(params) - base == added, reading
+    if reading.endswith('per_stage'):
+      for stage, k, c in ((1, 3, 64), (2, 5, 128), (3, 7, 256)):
+        chex.assert_shape(params[f'stage{stage}_attn']['features']['msa0'][
+            'depthwise']['kernel'], (k, k, 1, c))
+        assert 'msa1' not in params[f'stage{stage}_attn']['features']
+
+
+def test_bad_reading_and_per_stage_length_fail_in_one_line():
+  with pytest.raises(ValueError, match="valid: branch, input") as info:
+    flax_attn.create_model('mgan_resnet18', reading='literal')
+  assert '\n' not in str(info.value)
+  model = flax_attn.create_model('mgan_resnet18',
+                                 stage_attn_per_stage=({'kernel_sizes': (3,)},))
+  with pytest.raises(ValueError, match='one entry per stage'):
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  for kwargs, words in ((dict(channel_input='stage'), 'valid: branch, input'),
+                        (dict(combine='sum'), 'valid: conv, mean')):
+    with pytest.raises(ValueError, match=words):
+      MultiGrainedAttention(**kwargs).init(jax.random.key(0),
+                                           jnp.zeros((1, 4, 4, 8)))
+
+
+def np_basic_block(x, p, s, stride):
+  h = npr.relu(npr.batch_norm(npr.conv(x, p['conv1']['kernel'], stride=stride),
+                              p['bn1'], s['bn1']))
+  h = npr.batch_norm(npr.conv(h, p['conv2']['kernel']), p['bn2'], s['bn2'])
+  residual = x
+  if 'shortcut' in p:
+    residual = npr.batch_norm(
+        npr.conv(x, p['shortcut']['conv']['kernel'], stride=stride),
+        p['shortcut']['bn'], s['shortcut']['bn'])
+  return npr.relu(h + residual)
+
+
+def positive_batch_stats(variables, seed=1):
+  rng = np.random.default_rng(seed)
+  stats = jax.tree_util.tree_map_with_path(
+      lambda path, leaf: jnp.asarray(
+          rng.uniform(0.5, 1.5, leaf.shape) if 'var' in str(path[-1])
+          else rng.normal(0, 0.3, leaf.shape), leaf.dtype),
+      variables['batch_stats'])
+  return {**variables, 'batch_stats': stats}
+
+
+def test_stage_attention_output_feeds_the_next_stage():
+  """A two-stage MGAN-ResNet (per-stage kernels 3, 5): stage 1's block
+  output goes through MA (checked against Alg. 1-3 in NumPy) and MA's
+  output, not the block's, is what stage 2's first block computes on."""
+  model = flax_attn.create_model(
+      'mgan_resnet18', 5, reading='branch_per_stage', stem='small',
+      stage_sizes=(1, 1), stage_widths=(16, 32), stem_width=8)
+  variables, images = random_variables(model, (2, 8, 8, 3))
+  variables = positive_batch_stats(variables)
+  _, state = jax.jit(lambda v, x: model.apply(
+      v, x, capture_intermediates=True, mutable=['intermediates']))(
+          variables, images)
+  seen = {name: np.asarray(state['intermediates'][name]['__call__'][0],
+                           np.float64)
+          for name in ('stage1_block0', 'stage1_attn', 'stage2_block0',
+                       'stage2_attn')}
+  p, s = to_numpy(variables['params']), to_numpy(variables['batch_stats'])
+  for stage, block in ((1, 'stage1_block0'), (2, 'stage2_block0')):
+    q = p[f'stage{stage}_attn']
+    kernel = q['features']['msa0']['depthwise']['kernel']
+    assert kernel.shape[0] == 2 * stage + 1                 # K = 3, then 5
+    expected = (ref_features(seen[block], q['features'], n_branches=1)
+                @ q['fuse']['kernel'][0, 0] + q['fuse']['bias'])
+    chex.assert_trees_all_close(seen[f'stage{stage}_attn'], expected,
+                                atol=2e-4, rtol=2e-4)
+  next_stage = np_basic_block(seen['stage1_attn'], p['stage2_block0'],
+                              s['stage2_block0'], stride=2)
+  chex.assert_trees_all_close(seen['stage2_block0'], next_stage, atol=2e-4,
+                              rtol=2e-4)
+  # Fed the block's output instead, stage 2 would compute something else.
+  assert not np.allclose(np_basic_block(seen['stage1_block0'],
+                                        p['stage2_block0'], s['stage2_block0'],
+                                        stride=2), seen['stage2_block0'],
+                         atol=1e-2)
+
+
+def test_head_with_3x3_conv_and_other_width():
+  """Steps 9-12 with Alg. 3 step 10's K = 3 and 12 output channels (C = 16),
+  on the literal reading: the 3x3 conv pads 1 (PyTorch's) over 4C."""
+  head = HEADS.get('mgan')(num_classes=5, conv_kernel_size=3, width=12,
+                           channel_input='input', mlp_relu=False)
+  variables, x = random_variables(head, (2, 5, 4, 16))
+  logits, feats = jax.jit(head.apply)(variables, x)
+  p = to_numpy(variables['params'])
+  xn = np.asarray(x, np.float64)
+  f_new = np.concatenate([ref_features_literal(xn, p['features'], 3, False),
+                          xn @ p['feature_conv']['kernel'][0, 0]
+                          + p['feature_conv']['bias']], -1)       # step 9
+  chex.assert_shape(p['conv']['kernel'], (3, 3, 64, 12))
+  conv = npr.conv(f_new, p['conv']['kernel'], p['conv']['bias'])  # step 10
+  pooled = conv.max(axis=(1, 2))
+  expected = pooled @ p['fc']['kernel'] + p['fc']['bias']         # step 11
+  chex.assert_trees_all_close(np.asarray(feats['pre_logits']), pooled,
+                              atol=1e-4, rtol=1e-4)
+  chex.assert_trees_all_close(np.asarray(logits), expected, atol=1e-4,
+                              rtol=1e-4)

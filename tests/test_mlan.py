@@ -262,14 +262,16 @@ def test_fusion_matches_equations(kind):
   assert param_count(params) == counts[kind]
 
 
-@pytest.mark.parametrize('fusion,aggregation,multi_level', [
-    ('plus', 'project', True),
-    ('weighted_plus', 'mean', True),
-    ('concat', 'project', False),
+@pytest.mark.parametrize('fusion,aggregation,multi_level,sizes', [
+    ('plus', 'project', True, (2, 2)),
+    ('weighted_plus', 'mean', True, (2, 2)),
+    ('concat', 'project', False, (2, 2)),
+    # q = 3 in group 2: BA concatenates two block attentions.
+    ('plus', 'project', True, (2, 3)),
 ])
-def test_network_matches_reference(fusion, aggregation, multi_level):
-  """A 2-group MLAN (D block + normal block each) against np_mlan."""
-  sizes, strides = (2, 2), (1, 2)
+def test_network_matches_reference(fusion, aggregation, multi_level, sizes):
+  """A 2-group MLAN (D block + q - 1 normal blocks each) against np_mlan."""
+  strides = (1, 2)
   model = MLAN(stage_sizes=sizes, num_classes=3, stage_widths=(4, 8),
                stage_strides=strides, stem_width=4,
                attn=get_attention('sma'), fusion=fusion,
@@ -420,3 +422,35 @@ def test_other_tables_within_7_percent():
           (1, 32, 32, 3))
       assert count == ours, (fusion, width, count)
       assert abs(count / 1e6 - theirs) <= 0.07 * theirs, (fusion, width)
+
+
+def test_parallel_attention_averages_copies():
+  """`attn_copies=3` (Tables 6 / 9 reading): three SE modules at r = 4 on
+  the same input, outputs averaged: x * mean_i sigmoid(W2_i relu(W1_i z))."""
+  from flax_attn.models.mlan import ParallelAttention
+  x = normal((2, 4, 5, 16))
+  se = get_attention('se', dict(reduction=4, rd_divisor=1))
+  module = ParallelAttention(attn=se, copies=3)
+  params = random_variables(module, x)['params']
+  out = jax.jit(module.apply)({'params': params}, x)
+  z = np.asarray(x, np.float64).mean(axis=(1, 2))
+  gates = []
+  for i in range(3):
+    p = params[f'copy{i}']
+    h = relu(z @ np.asarray(p['fc1']['kernel']) + np.asarray(p['fc1']['bias']))
+    gates.append(sigmoid(h @ np.asarray(p['fc2']['kernel'])
+                         + np.asarray(p['fc2']['bias'])))
+  expected = np.asarray(x) * (sum(gates) / 3)[:, None, None, :]
+  np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
+  assert param_count(params) == 3 * (2 * 16 * 4 + 4 + 16)
+  # In the network, every level's attention is three copies.
+  model = create_model('mlan_resnet14', 10, attn='se', attn_copies=3,
+                       attn_kwargs=dict(reduction=4, rd_divisor=1))
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jnp.zeros((1, 32, 32, 3)))['params']
+  assert set(shapes['stage3_block_aggregation']['attn']) == {
+      'copy0', 'copy1', 'copy2'}
+  assert param_count(shapes) == 71_902  # Table 6: 0.07M
+  with pytest.raises(ValueError, match='attn_copies must be a positive'):
+    jax.eval_shape(create_model('mlan_resnet14', 10, attn_copies=0).init,
+                   jax.random.key(0), jnp.zeros((1, 8, 8, 3)))

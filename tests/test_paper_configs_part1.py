@@ -186,3 +186,19 @@ def test_every_config_file_is_covered():
     module, _ = load_config(name)
     assert f'python train.py --config configs/{name}.py' in module.__doc__
     assert '--workdir' in module.__doc__
+
+
+def test_mgan_kernel_sets_per_stage_reading():
+  """Table 4's K1, K2, K3 read as the kernels of the three stage modules."""
+  module, _ = load_config('mgan_res2net18_kernels')
+  config = module.get_config('s_para1_per_stage')
+  model = model_from_config(config, 10)
+  assert [tuple(o['kernel_sizes']) for o in model.stage_attn_per_stage] == [
+      (3,), (3,), (3,)]
+  base = base_count('res2net18', 10, stem='small')
+  one_branch = lambda c, k: (k * k * c + c + 3 + 2 * c * (c // 16)
+                             + 2 * (c * c + c))   # MSA, MLP, Conv1x1, 1x1
+  assert model_param_count(model, SHAPE) == base + sum(
+      one_branch(c, 3) for c in (64, 128, 256))
+  with pytest.raises(ValueError, match='optionally'):
+    module.get_config('s_para5_per_stage')

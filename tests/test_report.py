@@ -45,3 +45,25 @@ def test_bad_arguments_fail():
     report.main(['resnet20', '--image-size', '0'])
   with pytest.raises(flax_attn.UnknownNameError, match='unknown model'):
     report.main(['no_such_model', '--no-flops'])
+
+
+def test_readings_table_counts_and_compares():
+  """`--readings`: each MGAN reading beside Tables 2, 3, 5 and each MLAN
+  comparator reading beside Tables 6, 9; counts from eval_shape."""
+  from flax_attn.models.zoo.mgan import MGAN_READINGS
+  mgan = report.READINGS['mgan']()
+  assert {(r.table, r.reading) for r in mgan if r.model.startswith('mgan')} \
+      == {(t, name) for t in ('MGAN Table 2', 'MGAN Table 3', 'MGAN Table 5')
+          for name in MGAN_READINGS}
+  mlan = report.READINGS['mlan']()
+  assert {r.table for r in mlan} == {'MLAN Table 6', 'MLAN Table 9'}
+  row = next(r for r in mgan if r.table == 'MGAN Table 2'
+             and r.reading == 'branch_per_stage')
+  count = report.count_reading(row)
+  assert count == 11_689_512 + 200_457   # resnet18 + 2.125 C^2 a stage
+  table = report.format_readings([(row, count)], note='MGAN: a note')
+  line = next(l for l in table.splitlines() if l.startswith('MGAN Table 2'))
+  assert line.split()[-3:] == ['11.890', '11.7', '+1.6%']
+  assert table.endswith('MGAN: a note')
+  with pytest.raises(SystemExit):
+    report.main([])                      # neither models nor --readings

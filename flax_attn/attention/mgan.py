@@ -8,33 +8,54 @@ Classification", ECTI-CIT 17(2), 2023 (seed 000).
     S_max, S_avg = max / mean of S across channels (two H x W maps)
     M = sigmoid(Conv2D(concat(S_max, S_avg), 1));  output M * I
   MCA(X), Alg. 2 / Eq. 6:
-    Cw = sigmoid(MLP(maxpool_HW(X)) + MLP(avgpool_HW(X)))   (shared MLP,
-         C -> C/16 -> C, ReLU; w0, w1 without biases as written)
-    F_G = Conv1x1(X);  output Cw * F_G
-  MA, Alg. 3 steps 1-8:
-    S_i = MSA(I, K_i), i = 1..3;  F_i = Cw(S_i) = MCA(S_i);
-    F_cat = concat(F_1, F_2, F_3)  (3C);  output Conv1x1(F_cat) -> C.
+    Cw = sigmoid(MLP(maxpool_HW(X)) + MLP(avgpool_HW(X)))   (shared MLP
+         w1(w0(.)), C -> C/16 -> C; w0, w1 without biases as written)
+    F_G = Conv1x1(X);  output F_channel = Cw * F_G          (steps 6-7)
+  MA, Alg. 3 steps 1-8: three MSA branches with K1, K2, K3, channel
+    attention on each, concatenated (3C), then a 1x1 conv back to C.
   Steps 9-12 (concat with Conv1x1 of the features, conv, max-pool, FC,
   softmax) are the classifier head `HEADS['mgan']` in models/zoo/mgan.py.
 
-Readings taken (SPEC.md, seed 000):
+Two readings of how Alg. 3 feeds MCA (`channel_input`):
+  * 'branch' (default, SPEC.md round 1): F_i = MCA(S_i), the channel
+    attention of Alg. 2 on each MSA output S_i = M_i * I, one shared MCA
+    (one MLP, one Conv1x1); the text says the spatial attention output "is
+    input to the channel attention unit in the MCA structure".
+  * 'input' (Alg. 2/3 read literally): Alg. 3 step 4 computes MCA once,
+    from I: Cw from I's pooled vectors and F_G = Conv1x1(I) (Alg. 2 step 6
+    applies the conv to I), F_channel = Cw * F_G; steps 5-7 "F_i = Cw(S_i)"
+    gate it with branch i's spatial map: F_i = M_i * F_channel.
+  Both have the same parameters (one MLP, one Conv1x1), so the counts of
+  Tables 2, 3 and 5 cannot tell them apart.
+  `mlp_relu=False` drops the MLP's ReLU: Alg. 2 steps 3-4 write w1(w0(.))
+  with none (CBAM, which Eq. 6 follows, has one; a parameter-free change).
+
+Other readings taken (SPEC.md, seed 000):
   * MSA's first conv is depthwise K x K (C K^2 weights + C biases, Eq. 5
     writes W_i and b_i): a full C -> C conv would add millions of parameters
-    at K = 7, against the paper's +0.01M. "Conv2D(., 1)" in Alg. 1 step 5 is
-    read as a 1 x 1 conv 2 -> 1 (Alg. 1 step 2 uses the same Conv2D(input,
-    kernel) signature); `spatial_kernel_size` changes it.
-  * "F_i = Cw(S_i)" (Alg. 3 steps 5-7) applies the channel attention of
-    Alg. 2 to each MSA branch, with one shared MCA (one MLP, one Conv1x1):
-    the text says the spatial attention output "is input to the channel
-    attention unit in the MCA structure".
-  * MA ends with a 1 x 1 conv 3C -> C (with bias) so the backbone continues
-    with C channels; no residual is added around the module.
-  * All three MSA branches run in every MA (K1, K2, K3 = 3, 5, 7; Table 4's
-    S-para1..4 change the set). Table 1's labels "Attention(K_i=3/5/7)" after
-    conv2_x / conv3_x / conv4_x are read as naming that module, not as one
-    kernel per stage.
+    at K = 7. "Conv2D(., 1)" in Alg. 1 step 5 is a 1 x 1 conv 2 -> 1
+    (`spatial_kernel_size` changes it).
+  * The branches are combined (`combine`) by concatenation and a 1 x 1 conv
+    len(K) C -> C with bias ('conv', default), so the backbone continues
+    with C channels, or by their mean ('mean', no parameters). No residual
+    is added around the module.
   * The module sits after stages conv2_x, conv3_x, conv4_x (Table 1): use it
-    as ResNet's `stage_attn` with `stage_attn_after=(1, 2, 3)`.
+    as ResNet's `stage_attn` with `stage_attn_after=(1, 2, 3)`. Table 1's
+    "Attention(K_i=3 / 5 / 7)" labels are read as naming one module with
+    all three kernels, as Alg. 3 steps 1-3 run them (Sec. 4.4's "In Table
+    1, we set the three convolutional kernel sizes ... K1 = 3, K2 = 5, and
+    K3 = 7" fits either reading); the other, one kernel per stage, is ResNet's
+    `stage_attn_per_stage=({'kernel_sizes': (3,)}, {'kernel_sizes': (5,)},
+    {'kernel_sizes': (7,)})` (models/zoo/mgan.py `MGAN_READINGS`).
+
+Parameter counts (python -m flax_attn.report --readings): no reading
+reproduces both published figures. Any reading with Alg. 2's C -> C
+Conv1x1 adds at least 0.086M to ResNet-18 (sum of C^2 over stages 64, 128,
+256), against Table 2's +0.01M (11.69M -> 11.70M); MGAN-Res2Net-50's 28.6M
+(Table 3) needs about 2.1 sum(C^2) over stages 256, 512, 1024, which the
+one-kernel-per-stage reading gives (28.69M). The default ('branch', three
+kernels, 'conv') adds 4.125 C^2 per stage: ResNet-18 +0.394M, Res2Net-50
+31.53M. models/zoo/mgan.py has the table and why the default stays.
 """
 from __future__ import annotations
 
@@ -45,6 +66,9 @@ import jax.numpy as jnp
 
 from flax_attn.ops import Conv
 from flax_attn.registry import register_attention
+
+CHANNEL_INPUTS = ('branch', 'input')
+COMBINES = ('conv', 'mean')
 
 
 class MultiGrainSpatialAttention(nn.Module):
@@ -72,8 +96,12 @@ class MultiGrainSpatialAttention(nn.Module):
 
 
 class MultiGrainChannelAttention(nn.Module):
-  """MCA, Alg. 2 / Eq. 6: Cw * Conv1x1(X). Returns `(output, Cw)`."""
+  """MCA, Alg. 2 / Eq. 6: Cw * Conv1x1(X). Returns `(output, Cw)`.
+
+  `mlp_relu`: ReLU between w0 and w1 (False: w1(w0(.)) as Alg. 2 writes).
+  """
   reduction: float = 16
+  mlp_relu: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -82,7 +110,8 @@ class MultiGrainChannelAttention(nn.Module):
     hidden = max(1, int(channels // self.reduction))
     w0 = nn.Dense(hidden, use_bias=False, dtype=self.dtype, name='w0')
     w1 = nn.Dense(channels, use_bias=False, dtype=self.dtype, name='w1')
-    mlp = lambda v: w1(nn.relu(w0(v)))                             # steps 3-4
+    act = nn.relu if self.mlp_relu else (lambda v: v)
+    mlp = lambda v: w1(act(w0(v)))                                 # steps 3-4
     weights = nn.sigmoid(mlp(jnp.max(x, axis=(1, 2), keepdims=True)) +
                          mlp(jnp.mean(x, axis=(1, 2), keepdims=True)))  # Eq. 6
     global_features = Conv(channels, (1, 1), dtype=self.dtype,
@@ -90,30 +119,50 @@ class MultiGrainChannelAttention(nn.Module):
     return weights * global_features, weights                        # step 7
 
 
+def _check_options(kernel_sizes, channel_input, combine='conv'):
+  if not kernel_sizes or any(k < 1 or k % 2 == 0 for k in kernel_sizes):
+    raise ValueError(f'MGAN: kernel_sizes must be odd positive integers, '
+                     f'got {tuple(kernel_sizes)}; e.g. (3, 5, 7)')
+  if channel_input not in CHANNEL_INPUTS:
+    raise ValueError(f'MGAN: unknown channel_input {channel_input!r}; '
+                     f'valid: {", ".join(CHANNEL_INPUTS)}')
+  if combine not in COMBINES:
+    raise ValueError(f'MGAN: unknown combine {combine!r}; valid: '
+                     f'{", ".join(COMBINES)}')
+
+
 class MultiGrainedFeatures(nn.Module):
-  """Alg. 3 steps 1-8: F_cat = concat_i MCA(MSA(I, K_i)), len(K) C channels."""
+  """Alg. 3 steps 1-8: the len(K) branches F_i, concatenated (len(K) C).
+
+  `channel_input='branch'`: F_i = MCA(S_i); 'input': F_i = M_i * MCA(I)
+  (module docstring).
+  """
   kernel_sizes: Sequence[int] = (3, 5, 7)
   reduction: float = 16
   spatial_kernel_size: int = 1
+  channel_input: str = 'branch'
+  mlp_relu: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    if not self.kernel_sizes or any(
-        k < 1 or k % 2 == 0 for k in self.kernel_sizes):
-      raise ValueError(f'MGAN: kernel_sizes must be odd positive integers, '
-                       f'got {tuple(self.kernel_sizes)}; e.g. (3, 5, 7)')
-    channel_attention = MultiGrainChannelAttention(self.reduction, self.dtype,
-                                                   name='mca')
+    _check_options(self.kernel_sizes, self.channel_input)
+    channel_attention = MultiGrainChannelAttention(
+        self.reduction, self.mlp_relu, self.dtype, name='mca')
+    if self.channel_input == 'input':
+      channel_features, weights = channel_attention(x)         # Alg. 3 step 4
     branches = []
     for i, k in enumerate(self.kernel_sizes):
       spatial, mask = MultiGrainSpatialAttention(
           k, self.spatial_kernel_size, self.dtype, name=f'msa{i}')(x)
-      branch, weights = channel_attention(spatial)
+      if self.channel_input == 'branch':
+        branch, weights = channel_attention(spatial)
+      else:
+        branch = mask * channel_features                       # steps 5-7
       self.sow('intermediates', f'spatial_map{i}', mask)
       self.sow('intermediates', f'channel_weights{i}', weights)
       branches.append(branch)
-    return jnp.concatenate(branches, axis=-1)
+    return jnp.concatenate(branches, axis=-1)                  # step 8
 
 
 @register_attention('mgan')
@@ -121,21 +170,35 @@ class MultiGrainedAttention(nn.Module):
   """MA (Alg. 3 steps 1-8) as a per-stage attention: N,H,W,C -> N,H,W,C.
 
   Attributes:
-    kernel_sizes: K1, K2, K3 of the MSA branches (Table 4 S-para1..4).
+    kernel_sizes: K1, K2, K3 of the MSA branches (Table 4 S-para1..4); one
+      kernel, e.g. (5,), for the one-kernel-per-stage reading of Table 1.
     reduction: r of MCA's shared MLP.
     spatial_kernel_size: kernel of MSA's 2 -> 1 conv (Alg. 1 step 5).
+    channel_input: 'branch' (MCA on each MSA output) or 'input' (MCA once
+      on I, Alg. 3 step 4 literally).
+    mlp_relu: ReLU inside MCA's MLP (False: Alg. 2 step 3's w1(w0(.))).
+    combine: 'conv' (concat + 1x1 conv len(K) C -> C) or 'mean'.
     dtype: compute dtype.
   """
   kernel_sizes: Sequence[int] = (3, 5, 7)
   reduction: float = 16
   spatial_kernel_size: int = 1
+  channel_input: str = 'branch'
+  mlp_relu: bool = True
+  combine: str = 'conv'
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train  # no batch statistics
+    _check_options(self.kernel_sizes, self.channel_input, self.combine)
     fused = MultiGrainedFeatures(self.kernel_sizes, self.reduction,
-                                 self.spatial_kernel_size, self.dtype,
+                                 self.spatial_kernel_size, self.channel_input,
+                                 self.mlp_relu, self.dtype,
                                  name='features')(x)
-    out = Conv(x.shape[-1], (1, 1), dtype=self.dtype, name='fuse')(fused)
+    if self.combine == 'mean':
+      out = jnp.mean(fused.reshape(*fused.shape[:-1], len(self.kernel_sizes),
+                                   x.shape[-1]), axis=-2)
+    else:
+      out = Conv(x.shape[-1], (1, 1), dtype=self.dtype, name='fuse')(fused)
     return out.astype(x.dtype)

@@ -58,6 +58,32 @@ paper leaves the wiring open, its parameter Tables 4-6, 9, 12, 13 decide):
     attentions and its residual.
 The attention used at each level is any registered attention name (CBAM,
 SE, triplet, GC in the same structure are Table 6 / 9's comparators).
+
+Tables 6 and 9 (CBAM, SE, GC "with the same multi-level structure"): one
+module per attention generation at the usual r = 16 counts 24-51% fewer
+parameters than the paper's rows, growing with depth (ResNet14 -24%,
+ResNet32 -50%; SE 52,536 / 156,138 on CIFAR-10 against 0.07M / 0.31M).
+The gap is quadratic in the channels the attention sees: subtracting the
+SMA rows (same structure) leaves about 1.45 K^2 per attention on K channels
+(layers C, LA 2C, BA 2(q - 1)C), where an r = 16 MLP has 2K^2 / 16. The
+reading that fits is `attn_copies=3` with reduction 4: each attention
+generation has N = 3 parallel modules, averaged like SMA's N = 3 masks
+(Sec. IV: "N = 3 for each attention generation"), each an MLP K -> K/4 -> K
+(SE with `rd_divisor=1`). It gives, ResNet14 / 20 / 26 / 32:
+  Table 6 (width 8):   SE  71,902 / 139,242 / 222,710 / 322,306
+                       (paper 0.07 / 0.13 / 0.21 / 0.31M, +3..+7%)
+                       CBAM +2..+6%, GC +2..+5%
+  Table 9 (width 16):  SE 288,524 / 554,916 / 885,820 / 1,281,236
+                       (paper 0.28 / 0.53 / 0.86 / 1.24M, +3..+5%)
+                       CBAM +2..+3%, GC +3..+4%
+within 7% like the SMA / FMA rows. N = 3 at r = 16 gives -15..-40%; one
+module at r = 2 about -7..-17%, at r = 1 about +10..+21%; with one module
+and any r in {1, 2, 4, 8, 16} chosen per level (layer, LA, BA), the best
+choice still misses some SE row by 0.025M. Reduction 4 is fitted, not
+stated (any attention of about 1.5 K^2 parameters fits as well), so it is an
+option, not the default. Triplet attention (no C^2 parameters) fits with one
+module (-13..0%) or three (-1..+9%). `python -m flax_attn.report --readings
+mlan` prints these counts.
 """
 from __future__ import annotations
 
@@ -107,6 +133,28 @@ class Fusion(nn.Module):
       return w[..., 0:1] * x_o + w[..., 1:2] * x_a + w[..., 2:3] * x_r
     raise ValueError(f'unknown fusion {self.kind!r}; valid: '
                      f'{", ".join(FUSIONS)}')
+
+
+class ParallelAttention(nn.Module):
+  """`copies` parallel instances of one attention type, outputs averaged.
+
+  SMA's N shared masks (Eq. 2: M_mean = (1/N) sum_i M_s^(i)) applied to
+  any attention type: for a gating attention (SE, CBAM) the mean of the N
+  gated maps is the input times the mean of the N gates. Sec. IV: "N = 3
+  for each attention generation" (MLAN's `attn_copies`).
+
+  Attributes:
+    attn: attention factory.
+    copies: N.
+  """
+  attn: Callable[..., nn.Module]
+  copies: int
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    outs = [self.attn(name=f'copy{i}')(x, train=train)
+            for i in range(self.copies)]
+    return (sum(outs) / self.copies).astype(x.dtype)
 
 
 class AttentionAggregation(nn.Module):
@@ -206,6 +254,8 @@ class MLAN(nn.Module):
     aggregation: one of AGGREGATIONS (see the module docstring).
     multi_level: False gives the single-level variant (Table 3).
     attend_first_block: give the first block of each group attention too.
+    attn_copies: N parallel instances of the attention at every level,
+      outputs averaged (`ParallelAttention`; Table 6 / 9 comparators).
     shortcut: projection kind of the first blocks' shortcuts ('B' or 'A').
     stage_attn: unused by MLAN (its group attention is BA); must be None.
     head: classifier head factory.
@@ -227,6 +277,7 @@ class MLAN(nn.Module):
   aggregation: str = 'project'
   multi_level: bool = True
   attend_first_block: bool = False
+  attn_copies: int = 1
   shortcut: str = 'B'
   stage_attn: Factory = None
   head: Callable[..., nn.Module] = LinearHead
@@ -249,6 +300,9 @@ class MLAN(nn.Module):
     if self.fusion not in FUSIONS:
       raise ValueError(f'unknown fusion {self.fusion!r}; valid: '
                        f'{", ".join(FUSIONS)}')
+    if not isinstance(self.attn_copies, int) or self.attn_copies < 1:
+      raise ValueError(f'attn_copies must be a positive integer, got '
+                       f'{self.attn_copies!r}')
     if self.aggregation not in AGGREGATIONS:
       raise ValueError(f'unknown aggregation {self.aggregation!r}; valid: '
                        f'{", ".join(AGGREGATIONS)}')
@@ -262,7 +316,11 @@ class MLAN(nn.Module):
     factory = self.attn if spec is None else get_attention(spec, kwargs)
     if factory is None:
       raise ValueError(f'MLAN level attention {spec!r} resolves to none')
-    return functools.partial(factory, dtype=self.dtype)
+    factory = functools.partial(factory, dtype=self.dtype)
+    if self.attn_copies > 1:
+      return functools.partial(ParallelAttention, attn=factory,
+                               copies=self.attn_copies)
+    return factory
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_features: bool = False):

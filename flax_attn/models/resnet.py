@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -268,6 +268,9 @@ class ResNet(nn.Module):
     attn: block attention factory or None.
     stage_attn: per-stage attention factory or None.
     stage_attn_after: 1-based stages followed by `stage_attn`.
+    stage_attn_per_stage: optional options of `stage_attn` for each entry of
+      `stage_attn_after`, in order (e.g. one kernel set per stage); empty =
+      the same module after every stage.
     head: classifier head factory, called with num_classes and dtype.
     act: activation.
     dtype: compute dtype (parameters and BN statistics stay float32).
@@ -288,6 +291,7 @@ class ResNet(nn.Module):
   attn: Factory = None
   stage_attn: Factory = None
   stage_attn_after: Sequence[int] = ()
+  stage_attn_per_stage: Sequence[Mapping[str, Any]] = ()
   head: Callable[..., nn.Module] = LinearHead
   act: Callable = nn.relu
   dtype: Any = jnp.float32
@@ -307,6 +311,11 @@ class ResNet(nn.Module):
       raise ValueError(f'stage_widths {tuple(self.stage_widths)} and '
                        f'stage_strides {tuple(self.stage_strides)} need one '
                        f'entry per stage of {tuple(self.stage_sizes)}')
+    if self.stage_attn_per_stage and len(self.stage_attn_per_stage) != len(
+        self.stage_attn_after):
+      raise ValueError(f'stage_attn_per_stage needs one entry per stage of '
+                       f'stage_attn_after {tuple(self.stage_attn_after)}, got '
+                       f'{len(self.stage_attn_per_stage)}')
     block_cls = BLOCKS[self.block]
     conv = make_conv(self.dtype)
     norm = make_norm(train, self.dtype, self.bn_momentum, self.bn_epsilon,
@@ -336,7 +345,10 @@ class ResNet(nn.Module):
                       **(self.block_kwargs or {}),
                       name=f'stage{i + 1}_block{j}')(x, train=train)
       if stage_attn is not None and (i + 1) in self.stage_attn_after:
-        x = stage_attn(name=f'stage{i + 1}_attn')(x, train=train)
+        options = (dict(self.stage_attn_per_stage[
+            list(self.stage_attn_after).index(i + 1)])
+                   if self.stage_attn_per_stage else {})
+        x = stage_attn(name=f'stage{i + 1}_attn', **options)(x, train=train)
       features[f'stage{i + 1}'] = x
 
     logits, head_features = self.head(num_classes=self.num_classes,

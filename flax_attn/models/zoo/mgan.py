@@ -13,6 +13,39 @@ models default to the 7 x 7 / stride-2 stem with max-pool ('imagenet', for
 `create_model('mgan_resnet18', num_classes=10, stem='small')`.
 
 The head `HEADS['mgan']` is Alg. 3 steps 9-12, optional (`head='mgan'`).
+
+Readings (`MGAN_READINGS`, `create_model('mgan_resnet18', reading=...)`;
+attention/mgan.py says what each option means):
+  'branch'            MCA on each MSA output, K = (3, 5, 7) after every
+                      stage, 1x1 conv 3C -> C (default, SPEC.md round 1)
+  'input'             Alg. 3 step 4 literally: Cw and Conv1x1 once, from I
+  'input_linear'      'input' with Alg. 2 step 3's w1(w0(.)) (no ReLU)
+  'branch_per_stage'  Table 1 read as one kernel per stage: K = 3 after
+                      conv2_x, 5 after conv3_x, 7 after conv4_x (1x1 C -> C)
+  'input_per_stage'   both literal readings; one branch, so no fusion conv
+Parameters at 1000 classes (python -m flax_attn.report --readings; the
+paper does not state its setting, its baselines are the 1000-class counts):
+
+  reading             MGAN-ResNet-18      MGAN-Res2Net-50
+  branch (default)    12.084M (+0.394M)   31.534M (+5.835M)
+  input, input_linear 12.084M (+0.394M)   31.534M (+5.835M)
+  branch_per_stage    11.890M (+0.200M)   28.694M (+2.995M)
+  input_per_stage     11.804M (+0.114M)   27.316M (+1.617M)
+  paper               11.70M (+0.01M, T2) 28.6M (T3), 28.2M (T5)
+
+No reading reproduces both tables. Every reading with Alg. 2's C -> C
+Conv1x1 adds at least sum(C^2) = 86,016 parameters to ResNet-18 (stages 64,
+128, 256), nine times Table 2's +0.01M; even without it, depthwise K x K
+convs (one per stage) and the r = 16 MLP alone add 27,529 (11.72M). Table
+3's 28.6M is 2.9M over timm's Res2Net-50, about 2.1 sum(C^2) over stages
+256, 512, 1024: 'branch_per_stage' (2.125 C^2 a stage) is within 0.3% of it,
+1.8% over Table 5's 28.2M and 1.6% over Table 2's total, so it is the
+reading closest to all three tables; Table 1's per-stage labels and Sec.
+4.4 ("In Table 1, we set the three convolutional kernel sizes ... K1 = 3,
+K2 = 5, and K3 = 7") support it too, while Alg. 3 steps 1-3 run all three
+MSA branches in one module. Since neither reading reproduces both Table 2
+and Table 3, the default stays 'branch' (round 1's reading, Alg. 3 as
+written); 'branch_per_stage' is one option away.
 """
 from __future__ import annotations
 
@@ -47,7 +80,8 @@ class MGANHead(nn.Module):
 
   Attributes:
     num_classes: classifier outputs.
-    kernel_sizes, reduction, spatial_kernel_size: as in `MultiGrainedAttention`.
+    kernel_sizes, reduction, spatial_kernel_size, channel_input, mlp_relu:
+      as in `MultiGrainedAttention`.
     conv_kernel_size: K of step 10.
     width: output channels of step 10's conv (None = C).
     dtype: compute dtype.
@@ -56,6 +90,8 @@ class MGANHead(nn.Module):
   kernel_sizes: Sequence[int] = (3, 5, 7)
   reduction: float = 16
   spatial_kernel_size: int = 1
+  channel_input: str = 'branch'
+  mlp_relu: bool = True
   conv_kernel_size: int = 1
   width: Optional[int] = None
   dtype: Any = jnp.float32
@@ -65,7 +101,8 @@ class MGANHead(nn.Module):
     del train
     channels = x.shape[-1]
     fused = MultiGrainedFeatures(self.kernel_sizes, self.reduction,
-                                 self.spatial_kernel_size, self.dtype,
+                                 self.spatial_kernel_size, self.channel_input,
+                                 self.mlp_relu, self.dtype,
                                  name='features')(x)                # steps 1-8
     projected = Conv(channels, (1, 1), dtype=self.dtype,
                      name='feature_conv')(x)
@@ -79,13 +116,32 @@ class MGANHead(nn.Module):
     return logits, {'pre_logits': pooled}
 
 
-def _mgan(kw):
-  return dict(kw, stage_attn='mgan', stage_attn_after=MGAN_STAGES)
+_PER_STAGE = tuple({'kernel_sizes': (k,)} for k in (3, 5, 7))
+
+# reading -> (MA options, per-stage MA options for MGAN_STAGES).
+MGAN_READINGS = {
+    'branch': ({}, ()),
+    'input': ({'channel_input': 'input'}, ()),
+    'input_linear': ({'channel_input': 'input', 'mlp_relu': False}, ()),
+    'branch_per_stage': ({}, _PER_STAGE),
+    'input_per_stage': ({'channel_input': 'input', 'combine': 'mean'},
+                        _PER_STAGE),
+}
+
+
+def _mgan(kw, reading: str = 'branch'):
+  if reading not in MGAN_READINGS:
+    raise ValueError(f'unknown MGAN reading {reading!r}; valid: '
+                     f'{", ".join(MGAN_READINGS)}')
+  options, per_stage = MGAN_READINGS[reading]
+  return dict(kw, stage_attn='mgan', stage_attn_kwargs=dict(options),
+              stage_attn_after=MGAN_STAGES, stage_attn_per_stage=per_stage)
 
 
 for _depth in (18, 34, 50, 101):
   register_model(f'mgan_resnet{_depth}')(
-      lambda _depth=_depth: _mgan(imagenet_resnet(_depth)))
+      lambda reading='branch', _depth=_depth: _mgan(imagenet_resnet(_depth),
+                                                    reading))
   register_model(f'mgan_res2net{_depth}')(
-      lambda base_width=26, scale=4, _depth=_depth: _mgan(
-          res2net(_depth, base_width=base_width, scale=scale)))
+      lambda base_width=26, scale=4, reading='branch', _depth=_depth: _mgan(
+          res2net(_depth, base_width=base_width, scale=scale), reading))
