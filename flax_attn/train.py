@@ -576,11 +576,11 @@ class CheckpointWriter:
         integrity.write_manifest(os.path.join(self.manager.directory,
                                               str(step)))
     self.last_saved = step
-    if self.is_main:
-      if healthy:
-        self._good['step'] = step
+    if healthy:
+      self._good['step'] = step
+      if self.is_main:
         self._write_good()
-      self._rotate()
+    self._rotate()  # every process: orbax's delete is a collective
 
   def _write_good(self) -> None:
     tmp = self._good_path + '.tmp'
