@@ -115,7 +115,9 @@ def eval_batch_size(config) -> int:
 
 
 def create_mesh(config) -> Mesh:
-  devices = jax.devices()
+  # Process by process: each process's devices hold one contiguous slice of
+  # the global batch, the slice its input pipeline reads.
+  devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
   n = config.get('num_devices', 0) or len(devices)
   if n > len(devices):
     raise ConfigError(f'config.num_devices={n} but only {len(devices)} '
