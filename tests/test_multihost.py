@@ -159,11 +159,17 @@ def test_two_processes_match_one_resume_after_kill_and_evaluate_in_one(
   assert abs(_final_eval_loss(killed) - two_loss) <= 1e-6 * two_loss, (
       _final_eval_loss(killed), two_loss)
 
-  # (c) The two-process checkpoint evaluates in one process.
+  # (c) The two-process checkpoint evaluates in one process, and the
+  # one-process checkpoint in two (each example once, padding masked).
   evaluated = train.evaluate(_one_process_config(), str(two))
   assert evaluated['step'] == STEPS and evaluated['num_examples'] == 300
   assert abs(evaluated['loss'] - two_loss) <= 1e-5 * two_loss, (
       evaluated['loss'], two_loss)
+  outputs = _finish(_launch(tmp_path / 'one', cache, script='eval.py'))
+  by_two = json.loads(outputs[0][1].strip().splitlines()[-1])
+  assert by_two['step'] == STEPS and by_two['num_examples'] == 300, by_two
+  assert abs(by_two['loss'] - one['eval_loss']) <= 1e-5 * one['eval_loss'], (
+      by_two, one)
 
 
 @pytest.mark.parametrize('kwargs, message', [
