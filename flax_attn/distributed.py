@@ -88,9 +88,12 @@ def initialize(coordinator_address: Optional[str] = None,
   # JAX's client aborts the process (a C++ fatal error and a stack trace)
   # when the processes do not all connect in time; this watchdog says why
   # in one line and exits first.
-  if process_id == 0 or (process_id is None and where is None):
-    why = (f'not every one of the {num_processes or "N"} processes connected '
-           f'to this one (process 0) at --coordinator_address={where}')
+  if process_id == 0:
+    why = (f'not every one of the {num_processes} processes connected to '
+           f'this one (process 0) at --coordinator_address={where}')
+  elif process_id is None:
+    why = (f'the processes did not all meet at the coordinator '
+           f'({where or "detected from the cluster"})')
   else:
     why = (f'no coordinator (process 0) answered at --coordinator_address='
            f'{where}')
