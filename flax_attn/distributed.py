@@ -217,7 +217,7 @@ def share_compilation_cache(path: str) -> bool:
   if not share_compilation_cache_keys():
     reason = ('this JAX computes per-process cache keys on CPU' if
               jax.devices()[0].platform == 'cpu' else None)
-  if reason is None:
+  if reason is None and '://' not in path:  # remote storage is shared
     blind = cache_is_shared(path)
     if blind is not None:
       reason = (f'process {blind} cannot see {path} (only process 0 '

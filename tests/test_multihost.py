@@ -43,13 +43,16 @@ def _child_env(**extra):
 
 
 def _launch(workdir, cache_dir, count=2, script='train.py', env=None):
-  """`count` processes of `script` joined by a coordinator on a free port."""
+  """`count` processes of `script` joined by a coordinator on a free port;
+  `cache_dir` may be a list, one per process."""
   port = _free_port()
   procs = []
+  if not isinstance(cache_dir, list):
+    cache_dir = [cache_dir] * count
   for process in range(count):
     cmd = [sys.executable, os.path.join(REPO, script), '--config',
            os.path.join(REPO, 'tests', 'tiny_config.py'), '--workdir',
-           str(workdir), f'--config.compilation_cache_dir={cache_dir}',
+           str(workdir), f'--config.compilation_cache_dir={cache_dir[process]}',
            *[f'--config.{k}={v}' for k, v in OVERRIDES.items()]]
     if count > 1:
       cmd += ['--multihost', f'--coordinator_address=127.0.0.1:{port}',
@@ -165,7 +168,12 @@ def test_two_processes_match_one_resume_after_kill_and_evaluate_in_one(
   assert evaluated['step'] == STEPS and evaluated['num_examples'] == 300
   assert abs(evaluated['loss'] - two_loss) <= 1e-5 * two_loss, (
       evaluated['loss'], two_loss)
-  outputs = _finish(_launch(tmp_path / 'one', cache, script='eval.py'))
+  # Process 1 given a cache directory of its own: it could never read
+  # process 0's entries, so the cache is switched off on both, with a line.
+  outputs = _finish(_launch(tmp_path / 'one', [cache, tmp_path / 'private'],
+                            script='eval.py'))
+  assert ('compilation cache off: process 1 cannot see '
+          f'{cache}') in outputs[0][2], outputs[0][2][-2000:]
   by_two = json.loads(outputs[0][1].strip().splitlines()[-1])
   assert by_two['step'] == STEPS and by_two['num_examples'] == 300, by_two
   assert abs(by_two['loss'] - one['eval_loss']) <= 1e-5 * one['eval_loss'], (
