@@ -135,7 +135,6 @@ def configure_cpu_devices(config) -> None:
 def start_jax(config, multihost: bool) -> None:
   """What train.py and eval.py do before building anything: CPU devices,
   multi-host initialisation, the compilation cache."""
-  import jax  # pylint: disable=g-import-not-at-top
   if not multihost:
     for name in ('coordinator_address', 'num_processes', 'process_id'):
       if FLAGS[name].present:
