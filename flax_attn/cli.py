@@ -22,9 +22,33 @@ def define_flags() -> None:
       lock_config=True)
   flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics '
                       'and the resolved config.')
-  flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() '
-                    'first (multi-host TPU/GPU launches).')
+  flags.DEFINE_bool('multihost', False, 'Several processes (one per host) '
+                    'train together: jax.distributed.initialize() first. '
+                    'README.md, "Several hosts".')
+  define_multihost_flags()
   flags.mark_flags_as_required(['workdir'])
+
+
+def define_multihost_flags() -> None:
+  """--coordinator_address, --num_processes, --process_id (each optional
+  where JAX detects the cluster) and --coordinator_timeout."""
+  from flax_attn import distributed  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string('coordinator_address', None, 'With --multihost: '
+                      'HOST:PORT of process 0 (it listens there).')
+  flags.DEFINE_integer('num_processes', None, 'With --multihost: how many '
+                       'processes train together.')
+  flags.DEFINE_integer('process_id', None, 'With --multihost: this '
+                       'process\'s id, 0 to num_processes - 1.')
+  flags.DEFINE_integer('coordinator_timeout', distributed.DEFAULT_TIMEOUT_S,
+                       'With --multihost: seconds to wait for every process '
+                       'to connect to the coordinator.')
+
+
+def start_multihost() -> None:
+  """jax.distributed.initialize from the --multihost flags."""
+  from flax_attn import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                         FLAGS.process_id, FLAGS.coordinator_timeout)
 
 
 def _unknown_override(argv) -> str:
@@ -215,24 +239,30 @@ def config_from_workdir(workdir: str):
 def start_jax(config, multihost: bool) -> None:
   """What train.py and eval.py do before building anything: CPU devices,
   multi-host initialisation, the compilation cache."""
-  import jax  # pylint: disable=g-import-not-at-top
   if not multihost:
+    for name in ('coordinator_address', 'num_processes', 'process_id'):
+      if FLAGS[name].present:
+        raise ConfigError(f'--{name}={FLAGS[name].value} needs --multihost')
     configure_cpu_devices(config)
   else:
-    jax.distributed.initialize()
-  enable_compilation_cache(config)
+    start_multihost()
+  cache_dir = enable_compilation_cache(config)
+  if multihost and cache_dir:
+    from flax_attn import distributed  # pylint: disable=g-import-not-at-top
+    distributed.share_compilation_cache(cache_dir)
 
 
-def enable_compilation_cache(config) -> None:
+def enable_compilation_cache(config):
   """JAX's persistent compilation cache (config.compilation_cache_dir;
-  'none' disables it)."""
+  'none' disables it). Returns its directory, or None."""
   import jax  # pylint: disable=g-import-not-at-top
   path = config.get('compilation_cache_dir', '') or os.path.join(
       os.path.expanduser('~'), '.cache', 'flax_attn', 'jax')
   if path == 'none':
-    return
+    return None
   jax.config.update('jax_compilation_cache_dir', path)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  return path
 
 
 class _OrbaxErrorLogFilter(logging.Filter):

@@ -141,8 +141,14 @@ def eval_batch_size(config) -> int:
 
 
 def create_mesh(config) -> Mesh:
-  devices = jax.devices()
+  # Process by process: each process's devices hold one contiguous slice of
+  # the global batch, the slice its input pipeline reads.
+  devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
   n = config.get('num_devices', 0) or len(devices)
+  if jax.process_count() > 1 and n != len(devices):
+    raise ConfigError(f'config.num_devices={n}: with {jax.process_count()} '
+                      f'processes the mesh takes all {len(devices)} devices;'
+                      ' set config.num_devices=0')
   if n > len(devices):
     raise ConfigError(f'config.num_devices={n} but only {len(devices)} '
                       'devices are available')

@@ -266,24 +266,51 @@ def test_epochs_are_permutations_reshuffled_each_epoch():
       data.create_train_iterator(config, seed=0))['label'])
 
 
-def test_processes_read_disjoint_shares_whose_union_is_the_split():
-  config = _config('test_indexed', batch_size=8, crop_padding=0, flip=False)
-  shares = []
-  for process in range(2):
-    iterator = data.create_train_iterator(config, seed=0,
-                                          process_index=process,
-                                          process_count=2)
-    batches = _take(iterator, 5)    # 5 x 4 >= ceil(37 / 2) examples
-    assert batches[0]['image'].shape == (4, 3, 3, 1)
-    share_size = len(range(process, _NUM_TRAIN, 2))
-    first_epoch = np.concatenate([_ids(b) for b in batches])[:share_size]
-    assert len(set(first_epoch)) == share_size
-    shares.append(set(first_epoch))
-  assert not shares[0] & shares[1]
-  assert shares[0] | shares[1] == set(range(_NUM_TRAIN))
+def test_processes_read_slices_of_the_same_global_batches():
+  # Global batch k is the same on 1, 2 or 4 processes, augmentation included
+  # (crops, flips, colour jitter drawn for the whole global batch); process
+  # p reads rows [p * 8 / P, (p + 1) * 8 / P) of it.
+  config = _config('digits', batch_size=8, crop_padding=2, flip=True,
+                   color_jitter=0.3)
+  whole = _take(data.create_train_iterator(config, seed=5), 6)
+  for count in (2, 4):
+    slices = [_take(data.create_train_iterator(
+        config, seed=5, process_index=p, process_count=count), 6)
+              for p in range(count)]
+    assert slices[0][0]['image'].shape[0] == 8 // count
+    joined = [{key: np.concatenate([s[k][key] for s in slices])
+               for key in ('image', 'label')} for k in range(6)]
+    _assert_batches_equal(whole, joined)
+  # An epoch (37 examples, batches of 8) is a permutation of the split.
+  indexed = _config('test_indexed', batch_size=8, crop_padding=0, flip=False)
+  ids = np.concatenate([_ids(b) for b in _take(
+      data.create_train_iterator(indexed, seed=0, process_index=1,
+                                 process_count=2), 4)])
+  whole_ids = np.concatenate([_ids(b) for b in _take(
+      data.create_train_iterator(indexed, seed=0), 4)])
+  np.testing.assert_array_equal(ids, whole_ids.reshape(4, 2, 4)[:, 1].ravel())
+  assert len(set(whole_ids[:32])) == 32
   with pytest.raises(ValueError, match='multiple of process_count'):
     data.create_train_iterator(_config('digits', batch_size=9), seed=0,
                                process_count=2)
+
+
+def test_saved_position_restores_on_another_number_of_processes():
+  config = _config('digits', batch_size=8)
+  whole = _take(data.create_train_iterator(config, seed=2), 5)
+  two = [data.create_train_iterator(config, seed=2, process_index=p,
+                                    process_count=2) for p in range(2)]
+  for it in two:
+    _take(it, 3)
+  states = [it.get_state() for it in two]
+  assert states[0] == states[1]  # the same position on every process
+  one = data.create_train_iterator(config, seed=2)
+  one.set_state(json.loads(json.dumps(states[0])))
+  _assert_batches_equal(whole[3:], _take(one, 2))
+  four = data.create_train_iterator(config, seed=2, process_index=3,
+                                    process_count=4)
+  four.set_state(states[0])
+  np.testing.assert_array_equal(next(four)['image'], whole[3]['image'][6:])
 
 
 def test_worker_processes_give_the_in_process_batches():

@@ -3,18 +3,22 @@
 Training (`create_train_iterator`) is a grain MapDataset whose elements are
 whole batches:
 
-  MapDataset.source(ShuffledBatches(source, share, batch, seed))
+  MapDataset.source(ShuffledBatches(source, rows, batch, seed, slice))
     .random_map(TrainTransform, seed)         # augmentation, per batch
     .to_iter_dataset(...)[.mp_prefetch(num_workers)]
 
-`ShuffledBatches` cuts an endless stream of epochs into batches; each epoch
-is a fresh permutation of this process's share (examples process_index,
-process_index + process_count, ...), drawn from (seed, epoch). Batch k is
-thus a pure function of (seed, process_index, k): the iterator's state is
-grain's position (a small dict of ints), `set_state` on a fresh iterator
-continues with exactly the batches the saved one would have given, and the
-batches do not depend on `num_workers` (grain's workers take whole
-batches). Batches run across epoch boundaries; steps per epoch is
+`ShuffledBatches` cuts an endless stream of epochs into global batches of
+config.batch_size; each epoch is a fresh permutation of the whole split,
+drawn from (seed, epoch), and process p of P reads rows [p * B / P,
+(p + 1) * B / P) of each global batch. The augmentation draws are made for
+the whole global batch too (one generator per step, seeded by (seed,
+step)) and sliced the same way. Global batch k is thus a pure function of
+(seed, k), the same whatever the number of processes and devices: the
+iterator's state is grain's position (a small dict of ints, the same on
+every process), `set_state` on a fresh iterator -- on any number of
+processes -- continues with exactly the batches the saved one would have
+given, and the batches do not depend on `num_workers` (grain's workers take
+whole batches). Batches run across epoch boundaries; steps per epoch is
 `num_examples(config, 'train') // config.batch_size`. (Batches, not
 examples, are grain's elements because grain's per-element shuffle and
 bookkeeping cost ~150 us an example, more than the augmentation.)
@@ -320,17 +324,22 @@ class ShuffledBatches:
   """Random access to the batches of an endless stream of shuffled epochs.
 
   Stream position q holds example `rows[perm_e[q % n]]` with e = q // n,
-  n = len(rows) and perm_e = epoch_permutation(seed, e, n); batch k holds
-  positions [k * batch_size, (k + 1) * batch_size).
+  n = len(rows) and perm_e = epoch_permutation(seed, e, n); global batch k
+  holds positions [k * G, (k + 1) * G), G = batch_size * num_slices, and
+  this object's batch k is slice `slice_index` of it: positions
+  k * G + slice_index * batch_size + [0, batch_size).
   """
 
-  def __init__(self, source, rows: np.ndarray, batch_size: int, seed: int):
+  def __init__(self, source, rows: np.ndarray, batch_size: int, seed: int,
+               slice_index: int = 0, num_slices: int = 1):
     if len(rows) == 0:
       raise ValueError('no training examples for this process')
     self.source = source
     self.rows = np.asarray(rows, np.int64)
     self.batch_size = batch_size
     self.seed = seed
+    # This process's slice of each global batch of batch_size * num_slices.
+    self.slice_index, self.num_slices = slice_index, num_slices
 
   def __len__(self) -> int:
     return sys.maxsize  # endless
@@ -342,7 +351,8 @@ class ShuffledBatches:
   def epochs_and_rows(self, step: int):
     """(epochs, source rows) of the examples of batch `step`, in order."""
     size = len(self.rows)
-    positions = step * self.batch_size + np.arange(self.batch_size)
+    positions = ((step * self.num_slices + self.slice_index) * self.batch_size
+                 + np.arange(self.batch_size))
     epochs, offsets = np.divmod(positions, size)
     order = np.empty(self.batch_size, np.int64)
     for epoch in np.unique(epochs):
@@ -386,8 +396,11 @@ def train_dataset(config, *, seed: int, process_index: int = 0,
   variable_size = spec.preprocessing == 'imagenet'
   source = load_source(spec, spec.train_split, config.get('data_dir', ''),
                        encoded=variable_size)
-  shuffle_seed, augment_seed = _derived_seeds(seed, process_index, 2)
-  share = np.arange(process_index, len(source), process_count)
+  # Seeded by `seed` alone (process 0's seeds of old, so one process reads
+  # what it always did): every process draws the same global batches.
+  shuffle_seed, augment_seed = _derived_seeds(seed, 0, 2)
+  rows = np.arange(len(source))
+  layout = dict(slice_index=process_index, num_slices=process_count)
   flip = bool(_augment(config, 'flip', False))
   rotation = float(_augment(config, 'rotation', 0.0))
   jitter = float(_augment(config, 'color_jitter', 0.0))
@@ -406,14 +419,17 @@ def train_dataset(config, *, seed: int, process_index: int = 0,
         crop_fraction=float(_augment(config, 'crop_fraction',
                                      spec.crop_fraction)),
         flip=flip, rotation=rotation, color_jitter=jitter, hue=hue)
-    batches = ShuffledExamples(source, share, batch_size, shuffle_seed)
+    batches = ShuffledExamples(source, rows, batch_size, shuffle_seed,
+                               **layout)
     dataset = grain.MapDataset.source(batches).map(transform)
   else:
     transform = TrainTransform(
         image_size=image_size, mean=tuple(spec.mean), std=tuple(spec.std),
         crop_padding=int(_augment(config, 'crop_padding', 0)),
-        flip=flip, rotation=rotation, color_jitter=jitter, hue=hue)
-    batches = ShuffledBatches(source, share, batch_size, shuffle_seed)
+        flip=flip, rotation=rotation, color_jitter=jitter, hue=hue,
+        **layout)
+    batches = ShuffledBatches(source, rows, batch_size, shuffle_seed,
+                              **layout)
     dataset = grain.MapDataset.source(batches)
     dataset = dataset.random_map(transform, seed=augment_seed)
   num_workers = int(config.get('num_workers', 0) or 0)
@@ -440,8 +456,8 @@ def create_train_iterator(config, *, seed: int, process_index: int = 0,
   dict (grain's, e.g. {'next_index': 12}; with workers a larger dict of
   ints); save it with `grain.checkpoint.CheckpointSave(it)` in an orbax
   Composite or as `json.dumps(state)`. `set_state(state)` on an iterator
-  made with the same config, seed and process layout continues with
-  exactly the same batches. With config.num_workers > 0, call `it.close()`
+  made with the same config and seed continues with exactly the same
+  global batches, on any number of processes (each reads its slice). With config.num_workers > 0, call `it.close()`
   when done to stop the worker processes.
   """
   return iter(train_dataset(config, seed=seed, process_index=process_index,

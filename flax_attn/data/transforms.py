@@ -225,8 +225,11 @@ class TrainTransform(grain.transforms.RandomMap):
 
   Order: resize to `image_size` (if needed), pad-and-random-crop, random
   flip, random rotation, colour jitter, hue, normalise. Random draws, in
-  this order and only for the steps switched on: offsets (2, N), flips
-  (N,), angles (N,), jitter factors (N, 3), hue factors (N,).
+  this order and only for the steps switched on: offsets (2, G), flips
+  (G,), angles (G,), jitter factors (G, 3), hue factors (G,), for the
+  whole global batch of G = N * num_slices examples, of which this batch
+  is slice `slice_index` (one process's share: the same augmentation
+  whatever the number of processes).
   """
   image_size: int
   mean: Tuple[float, ...]
@@ -236,29 +239,34 @@ class TrainTransform(grain.transforms.RandomMap):
   rotation: float = 0.0
   color_jitter: float = 0.0
   hue: float = 0.0
+  slice_index: int = 0
+  num_slices: int = 1
 
   def random_map(self, batch: Dict[str, Any],
                  rng: np.random.Generator) -> Dict[str, np.ndarray]:
     images = batch['image']
     count = len(images)
+    total, mine = count * self.num_slices, slice(
+        self.slice_index * count, (self.slice_index + 1) * count)
     if images.shape[1:3] != (self.image_size, self.image_size):
       images = resize_bilinear(images, self.image_size)
     if self.crop_padding > 0:
       tops, lefts = rng.integers(0, 2 * self.crop_padding + 1,
-                                 size=(2, count))
+                                 size=(2, total))[:, mine]
       images = pad_and_crop(images, self.crop_padding, tops, lefts)
     if self.flip:
-      images = flip_left_right(images, rng.random(count) < 0.5)
+      images = flip_left_right(images, rng.random(total)[mine] < 0.5)
     if self.rotation > 0:
-      angles = rng.uniform(-self.rotation, self.rotation, size=count)
+      angles = rng.uniform(-self.rotation, self.rotation, size=total)[mine]
       images = np.stack([rotate(im, a) for im, a in zip(images, angles)])
     if self.color_jitter > 0:
       low = max(0.0, 1.0 - self.color_jitter)
-      factors = rng.uniform(low, 1.0 + self.color_jitter, size=(count, 3))
+      factors = rng.uniform(low, 1.0 + self.color_jitter,
+                            size=(total, 3))[mine]
       images = np.stack([color_jitter(im.astype(np.float32), *f)
                          for im, f in zip(images, factors)])
     if self.hue > 0:
-      shifts = rng.uniform(-self.hue, self.hue, size=count)
+      shifts = rng.uniform(-self.hue, self.hue, size=total)[mine]
       images = np.stack([adjust_hue(im, h) for im, h in zip(images, shifts)])
     return {'image': normalize(images, self.mean, self.std),
             'label': np.asarray(batch['label'], np.int32)}
