@@ -87,11 +87,14 @@ def test_eight_devices_match_one_device(tmp_path):
   for n in (1, 8):
     config = tiny_config(num_devices=n, num_train_steps=30, eval_every_steps=30,
                          checkpoint_every_steps=30, batch_size=64,
-                         learning_rate=0.1)
+                         learning_rate=0.05)
     results[n] = train.train_and_evaluate(config, str(tmp_path / str(n)))
   rel = abs(results[8]['eval_loss'] - results[1]['eval_loss']) / results[1][
       'eval_loss']
-  assert rel < 1e-3, results
+  # 1.3e-8 measured. At learning_rate 0.1 the two runs part at one step
+  # (2.3e-3 after 30 steps on this machine's CPUs, 1e-8 after 15): summation
+  # order decides a near-tie there, so that rate tests chaos, not sharding.
+  assert rel < 1e-4, results
 
 
 def _train_cli(workdir, *extra, env=None):
