@@ -72,6 +72,10 @@ PUBLISHED: Dict[str, List[Published]] = {
     'mgan_resnet18': [Published(_MGAN_T2, 11.70, setting=_MGAN_SETTING)],
     'mgan_res2net50': [Published('MGAN Table 3', 28.6,
                                  setting=_MGAN_SETTING)],
+    # torchvision's model table (GFLOPS there are multiply-adds).
+    'vgg16': [Published('torchvision', 138.36, 15.47),
+              Published('MGAN Table 5', 138, setting=_MGAN_SETTING)],
+    'vgg16_bn': [Published('torchvision', 138.37, 15.47)],
 }
 
 
