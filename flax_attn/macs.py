@@ -43,8 +43,7 @@ from jax.extend import core as jex_core
 
 # Primitives through which the unpadded width of an axis carries over
 # unchanged (element-wise on one array).
-_SAME_SHAPE = {'convert_element_type', 'copy', 'copy_p', 'neg',
-               'reduce_precision', 'optimization_barrier'}
+_SAME_SHAPE = {'convert_element_type', 'copy', 'neg', 'reduce_precision'}
 
 
 @dataclasses.dataclass
@@ -140,8 +139,9 @@ def _walk(jaxpr, inputs: Sequence[_Info], constvars_constant: bool):
       if ins[1].zero:
         outs[0] = _Info(widths=_pad_widths(eqn, dict(ins[0].widths)),
                         constant=constant)
-    elif name in _SAME_SHAPE or (name in ('mul', 'div') and any(
-        not eqn.invars[k].aval.shape for k in range(len(ins)))):
+    elif name in _SAME_SHAPE or (
+        name == 'mul' and not all(v.aval.shape for v in eqn.invars)) or (
+            name == 'div' and not eqn.invars[1].aval.shape):
       # One array through an element-wise op (or scaled by a scalar): its
       # zero-padded axes stay zero.
       arrays = [i for v, i in zip(eqn.invars, ins) if v.aval.shape]
@@ -159,7 +159,7 @@ def _walk(jaxpr, inputs: Sequence[_Info], constvars_constant: bool):
         sub_ins = ins[len(ins) - len(sub.invars):]
         count, sub_outs = _walk(sub, sub_ins, True)
         total += count
-        outs = [_Info(widths=o.widths, constant=o.constant and constant)
+        outs = [_Info(widths=o.widths, constant=o.constant)
                 for o in sub_outs]
     for v, o in zip(eqn.outvars, outs):
       env[v] = o
