@@ -443,8 +443,9 @@ def _vgg_plan(model, abstract: Mapping[str, Any]
 
 def import_torchvision_vgg(model_name: str, state_dict: Mapping[str, Any],
                            num_classes: Optional[int] = None, *,
-                           seed: int = 0, strict: bool = True,
-                           image_size: int = 32, **model_kwargs
+                           seed: int = 0, init_fresh: bool = True,
+                           strict: bool = True, image_size: int = 32,
+                           **model_kwargs
                            ) -> Tuple[Dict[str, Any], ImportReport]:
   """torchvision's `vgg16` / `vgg16_bn` state dict -> `model_name`'s
   variables (a VGG of flax_attn.models.vgg: vgg16, vgg16_bn, their CIFAR
@@ -498,7 +499,8 @@ def import_torchvision_vgg(model_name: str, state_dict: Mapping[str, Any],
           f'checkpoint key {unexpected[0]!r} (shape '
           f'{_shape(state_dict[unexpected[0]])}) has no place in model '
           f'{model_name!r}')
-  flat = _fresh_init(model, fresh, seed, image_size) if fresh else {}
+  flat = (_fresh_init(model, fresh, seed, image_size)
+          if fresh and init_fresh else {})
   for path, value in values.items():
     flat[path] = jnp.asarray(value, dtype=jnp.float32)
   variables = traverse_util.unflatten_dict(flat)
@@ -508,7 +510,7 @@ def import_torchvision_vgg(model_name: str, state_dict: Mapping[str, Any],
       model=model_name,
       loaded=tuple('/'.join(e.path) for e in entries if e.path in values),
       fresh=tuple('/'.join(p) for p in sorted(fresh)),
-      unused=tuple(unused))
+      unused=tuple(unused), initialised=init_fresh)
   return variables, report
 
 

@@ -110,6 +110,23 @@ def test_cifar_variant_takes_block_and_stage_attention():
   chex.assert_shape(logits, (2, 10))
 
 
+def test_cifar_variant_takes_the_convolutions():
+  """torchvision's ImageNet file for the CIFAR variant: all of `features`,
+  a fresh GAP + FC head (left to the training run with init_fresh=False)."""
+  net = TorchVGG(batch_norm=True, hidden=8, num_classes=1000)
+  variables, imported = weights.import_torchvision_vgg(
+      'vgg16_bn_cifar', net.state_dict(), num_classes=10, init_fresh=False)
+  assert imported.fresh == ('params/head/fc/bias', 'params/head/fc/kernel')
+  assert len(imported.loaded) == 13 * 2 + 13 * 4
+  assert all(k.startswith('classifier.') for k in imported.unused)
+  np.testing.assert_array_equal(
+      variables['params']['stage5_conv2']['kernel'],
+      net.features[40].weight.detach().numpy().transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+      variables['batch_stats']['stage5_bn2']['var'],
+      net.features[41].running_var.numpy())
+
+
 def test_import_errors_name_the_key():
   net_keys = weights.import_torchvision_vgg
   with pytest.raises(CheckpointError, match='not a VGG'):
