@@ -51,7 +51,8 @@ def batch_moments(xf, axes):
   exact to float32 rounding even where m itself is rounded at 1e3's
   precision (6e-5). The mean is m + correction. The second pass costs one
   more read of the activations (benchmarks/bn_variance.py: a ResNet-20
-  train step on CPU, +3.5%).
+  train step of 64 images on 2 shared CPU cores, +3.5% and +3.7% in two
+  A/B runs).
   """
   first = jnp.mean(xf, axes)
   centred = xf - first
@@ -106,8 +107,8 @@ class BatchNorm(nn.Module):
   """`nn.BatchNorm` over NHWC channels with a hand-written backward pass.
 
   Same variables (params 'scale', 'bias'; batch_stats 'mean', 'var'), same
-  defaults and the same numbers as `nn.BatchNorm(axis=-1,
-  use_fast_variance=False)`; only the
+  defaults and, to float32 rounding, the same numbers as
+  `nn.BatchNorm(axis=-1, use_fast_variance=False)` (both two-pass); only the
   training-mode gradient is computed differently (`_batch_norm_train`), in
   fewer passes over memory. Statistics of a batch sharded by `jit` are global
   (XLA inserts the reductions); for `pmap` / `shard_map` axis names,
