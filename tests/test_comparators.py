@@ -376,8 +376,8 @@ class SelectiveKernelTest(chex.TestCase):
 
   def test_train_mode_at_batch_2(self):
     """Batch statistics of 2 images (the fuse BN normalises 2 vectors per
-    channel, where E[x^2] - E[x]^2 cancelled to 2.7e-4 off): within 1e-5
-    of float64 with the two-pass variance."""
+    channel, where E[x^2] - E[x]^2 cancels): within 2e-6 of float64 with
+    the two-pass variance (measured 5.8e-7; one-pass: 1.7e-5)."""
     x = 3.0 + inputs((2, 7, 6, 8))
     module = SelectiveKernelConv(features=16, strides=2, split_input=True,
                                  rd_ratio=1 / 8, rd_divisor=16)
@@ -387,7 +387,7 @@ class SelectiveKernelTest(chex.TestCase):
     ref = sk_reference(x, as_numpy(variables['params']),
                        as_numpy(variables['batch_stats']), 16, 2, (3, 5),
                        True, True, 1, batch_norm_eval=batch_norm_train)
-    chex.assert_trees_all_close(np.asarray(y), ref, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(np.asarray(y), ref, rtol=2e-6, atol=2e-6)
 
   def test_fuse_width_follows_timm_and_the_paper(self):
     v = abstract_variables(flax_attn.create_model('skresnet18'),
