@@ -14,8 +14,9 @@ compiled or computed) and adds, for every
 
 What is not counted: BatchNorm, activations, pooling, softmax, the
 element-wise work of attention gates (products with a sigmoid mask, sums of
-branches) and additions: the papers' "FLOPs" leave these out too (fvcore's
-and the papers' ResNet-50 figure, 4.09-4.11 G, is its convolutions and FC).
+branches) and additions, as fvcore and torchvision's model table leave them
+out (ResNet-50: 4.089 G, all of it convolutions and FC; the papers print
+4.1 or 4.11, ptflops, which adds BN / ReLU / pooling, 4.12).
 
 Where the traced arithmetic differs from the layer it computes, the layer
 counts:
@@ -30,7 +31,9 @@ counts:
   * a contracted or free axis that was zero-padded before the product
     (CSM's q and k, padded to the value width so that one attention call
     serves both; flax_attn/attention/csm.py `attend_positions`) counts at
-    its unpadded width, the width the paper's q k^T has.
+    its unpadded width, the width the paper's q k^T has. (Its 'heads'
+    layout, for cuDNN only, repeats q and k over heads; traced that way the
+    count would include the repeats.)
 """
 from __future__ import annotations
 
