@@ -1,5 +1,8 @@
 """Converts a PyTorch ResNet-family checkpoint to an orbax checkpoint.
 
+torchvision's vgg16 / vgg16_bn files convert too (to `vgg16`, `vgg16_bn` or
+the CIFAR variants' convolutions: `--model vgg16_bn_cifar`).
+
   python -m flax_attn.convert --model resnet50 resnet50.pth out/resnet50
   python -m flax_attn.convert --model csca_resnet50 resnet50.safetensors \
       out/csca_resnet50 --num-classes 200
@@ -73,8 +76,11 @@ def convert(model: str, checkpoint: str, out_dir: str,
     raise CheckpointError(f'output {out_dir!r} exists; pass --force to '
                           'overwrite it')
   state_dict = weights.load_state_dict(checkpoint)
-  variables, report = weights.import_torch(model, state_dict, num_classes,
-                                           seed=seed, init_fresh=include_fresh)
+  # torchvision's VGG (features.N, classifier.N) or a ResNet-family file.
+  importer = (weights.import_torchvision_vgg
+              if 'features.0.weight' in state_dict else weights.import_torch)
+  variables, report = importer(model, state_dict, num_classes, seed=seed,
+                               init_fresh=include_fresh)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(out_dir, {'params': variables['params'],
                               'batch_stats': variables['batch_stats']},

@@ -399,6 +399,122 @@ def from_torch(model_name: str, state_dict: Mapping[str, Any],
 
 
 # ---------------------------------------------------------------------------
+# torchvision's VGG
+# ---------------------------------------------------------------------------
+
+
+def _vgg_plan(model, abstract: Mapping[str, Any]
+              ) -> Tuple[List[_Entry], List[Tuple[str, ...]]]:
+  """Our VGG's variables that torchvision's VGG state dict holds, and the
+  rest. torchvision numbers `features` by position in one nn.Sequential
+  (conv, [BN], ReLU per conv, a MaxPool after each stage) and names the
+  classifier's Linear layers 0, 3 and 6 (ReLU and Dropout between)."""
+  modules = {}
+  index = 0
+  for i, convs in enumerate(model.stage_sizes):
+    for j in range(convs):
+      modules[(f'stage{i + 1}_conv{j}',)] = (f'features.{index}', False)
+      index += 1
+      if model.batch_norm:
+        modules[(f'stage{i + 1}_bn{j}',)] = (f'features.{index}', False)
+        index += 1
+      index += 1  # ReLU
+    index += 1    # MaxPool2d
+  for k in range(3):
+    modules[('head', f'fc{k}')] = (f'classifier.{3 * k}', True)
+  flat = traverse_util.flatten_dict(
+      {c: abstract[c] for c in ('params', 'batch_stats') if c in abstract})
+  entries, others = [], []
+  for path, leaf in flat.items():
+    target = modules.get(path[1:-1])
+    if target is None or path[-1] not in _LEAF_NAMES:
+      others.append(path)
+      continue
+    module, linear = target
+    entries.append(_Entry(path, f'{module}.{_LEAF_NAMES[path[-1]]}',
+                          tuple(leaf.shape), linear,
+                          module == 'classifier.6'))
+  # torchvision's order: by layer index, weight before bias before stats.
+  entries.sort(key=lambda e: ([int(t) if t.isdigit() else t
+                               for t in e.torch_key.split('.')[:-1]],
+                              _LEAF_RANK[e.path[-1]]))
+  return entries, others
+
+
+def import_torchvision_vgg(model_name: str, state_dict: Mapping[str, Any],
+                           num_classes: Optional[int] = None, *,
+                           seed: int = 0, init_fresh: bool = True,
+                           strict: bool = True, image_size: int = 32,
+                           **model_kwargs
+                           ) -> Tuple[Dict[str, Any], ImportReport]:
+  """torchvision's `vgg16` / `vgg16_bn` state dict -> `model_name`'s
+  variables (a VGG of flax_attn.models.vgg: vgg16, vgg16_bn, their CIFAR
+  variants, or any of them with attention).
+
+  Conv kernels OIHW -> HWIO, Linear weights transposed; our classifier
+  flattens in PyTorch's (C, H, W) order, so classifier.0's weight needs no
+  reordering. Attention modules, a head of another class count (the last
+  Linear) and the CIFAR variants' GAP + FC head are freshly initialised and
+  listed in the report; `features.*` must all fit. Arguments and errors as
+  `import_torch`.
+  """
+  from flax_attn.models import create_model  # pylint: disable=g-import-not-at-top
+  from flax_attn.models.vgg import VGG  # pylint: disable=g-import-not-at-top
+  state_dict = {k: v for k, v in state_dict.items()
+                if not k.endswith(_IGNORED_SUFFIXES)}
+  file_classes = (_shape(state_dict['classifier.6.weight'])[0]
+                  if 'classifier.6.weight' in state_dict else None)
+  if num_classes is None:
+    if file_classes is None:
+      raise CheckpointError('the checkpoint has no classifier '
+                            '(classifier.6.weight); pass num_classes')
+    num_classes = file_classes
+  model = create_model(model_name, num_classes=num_classes, **model_kwargs)
+  if not isinstance(model, VGG):
+    raise CheckpointError(f'model {model_name!r} is not a VGG; '
+                          'import_torch reads ResNet-family checkpoints')
+  entries, others = _vgg_plan(model, _abstract_variables(model, image_size))
+  fresh = list(others)
+  values: Dict[Tuple[str, ...], np.ndarray] = {}
+  for e in entries:
+    if e.is_head and file_classes != num_classes:
+      fresh.append(e.path)
+      continue
+    if e.torch_key not in state_dict:
+      raise CheckpointError(
+          f'the checkpoint has no key {e.torch_key!r} (shape '
+          f'{e.torch_shape}) that model {model_name!r} needs for {e.name}')
+    got = _shape(state_dict[e.torch_key])
+    if got != e.torch_shape:
+      raise CheckpointError(
+          f'checkpoint key {e.torch_key!r} has shape {got}; model '
+          f'{model_name!r} needs {e.torch_shape} for {e.name}')
+    values[e.path] = e.convert(_to_numpy(state_dict[e.torch_key]))
+  used = {e.torch_key for e in entries if e.path in values}
+  unused = [k for k in state_dict if k not in used]
+  if strict:
+    unexpected = [k for k in unused if not k.startswith('classifier.')]
+    if unexpected:
+      raise CheckpointError(
+          f'checkpoint key {unexpected[0]!r} (shape '
+          f'{_shape(state_dict[unexpected[0]])}) has no place in model '
+          f'{model_name!r}')
+  flat = (_fresh_init(model, fresh, seed, image_size)
+          if fresh and init_fresh else {})
+  for path, value in values.items():
+    flat[path] = jnp.asarray(value, dtype=jnp.float32)
+  variables = traverse_util.unflatten_dict(flat)
+  variables.setdefault('params', {})
+  variables.setdefault('batch_stats', {})
+  report = ImportReport(
+      model=model_name,
+      loaded=tuple('/'.join(e.path) for e in entries if e.path in values),
+      fresh=tuple('/'.join(p) for p in sorted(fresh)),
+      unused=tuple(unused), initialised=init_fresh)
+  return variables, report
+
+
+# ---------------------------------------------------------------------------
 # Reading files, safely
 # ---------------------------------------------------------------------------
 

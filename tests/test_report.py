@@ -1,9 +1,14 @@
-"""`python -m flax_attn.report`: parameters from eval_shape, GMACs from XLA's
-cost analysis (flops / 2), published figures beside them."""
+"""`python -m flax_attn.report`: parameters from eval_shape, GMACs counted the
+papers' way from the jaxpr (flax_attn.macs), XLA's figure beside them."""
+import functools
+
+import jax
+import jax.numpy as jnp
 import pytest
+from jax import lax
 
 import flax_attn
-from flax_attn import report
+from flax_attn import macs, ops, report
 from helpers import model_param_count
 
 
@@ -23,20 +28,94 @@ def test_cli_prints_params_and_gmacs(capsys):
   out = capsys.readouterr().out
   row = next(line for line in out.splitlines() if line.startswith('resnet20'))
   params_m, gmacs = map(float, row.split()[1:3])
+  xla_gmacs = float(row.split()[5])
   expected_params = model_param_count(
       flax_attn.create_model('resnet20', num_classes=10), (1, 32, 32, 3))
   assert params_m == pytest.approx(expected_params / 1e6, abs=5e-4)
+  # Every tap, padding included, as counted by hand: exact to the digits.
+  assert gmacs == pytest.approx(resnet20_macs() / 1e9, abs=5e-4)
+  assert report.count_macs(flax_attn.create_model('resnet20', num_classes=10),
+                           32) == resnet20_macs()
   # XLA skips the zero-padding taps of border pixels and adds BN/ReLU work.
-  assert gmacs * 1e9 == pytest.approx(resnet20_macs(), rel=0.12)
-  assert 'GMACs = XLA flops / 2' in out
+  assert xla_gmacs * 1e9 == pytest.approx(resnet20_macs(), rel=0.12)
+  assert 'XLA GMACs = XLA cost-analysis flops / 2' in out
+  assert 'not counted: BatchNorm, activations, pooling' in out
+
+
+@pytest.mark.parametrize('name, low, high', [
+    # torchvision's table: 4.09 and 1.81 GFLOPS; the papers' 4.11 / 1.82.
+    ('resnet50', 4.085e9, 4.12e9), ('resnet18', 1.81e9, 1.82e9)])
+def test_imagenet_resnets_count_as_the_papers(name, low, high):
+  model = flax_attn.create_model(name, num_classes=1000)
+  assert low <= report.count_macs(model, 224) <= high
+
+
+def _abstract(*shapes):
+  return [jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
+
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+@pytest.mark.parametrize('x_shape, k_shape, strides, groups', [
+    ((2, 9, 9, 40), (3, 3, 40, 24), (2, 2), 1),   # _conv_nhwc (custom_vjp)
+    ((2, 8, 8, 32), (3, 3, 1, 32), (1, 1), 32),   # depthwise: per-tap adds
+    ((2, 8, 8, 64), (3, 3, 4, 64), (1, 1), 16),   # HGA-style groups of 4
+    ((2, 8, 8, 20), (3, 3, 20, 3), (1, 1), 1),    # narrow output: matmul
+    ((2, 8, 8, 2), (7, 7, 2, 1), (1, 1), 1),      # 2 -> 1 spatial mask
+])
+def test_ops_convolutions_count_every_tap(x_shape, k_shape, strides, groups):
+  """flax_attn.ops' CPU paths (per-tap multiply-adds, matmul + shifted
+  adds, custom_vjp) count as the convolution they compute."""
+  pad = tuple((k // 2, k // 2) for k in k_shape[:2])
+  conv = functools.partial(ops.conv_general_dilated, window_strides=strides,
+                           padding=pad, dimension_numbers=NHWC,
+                           feature_group_count=groups)
+  n, h, w, _ = x_shape
+  kh, kw, cin_g, cout = k_shape
+  ho, wo = -(-h // strides[0]), -(-w // strides[1])
+  expected = n * ho * wo * cout * kh * kw * cin_g
+  counted = macs.count_macs(conv, *_abstract(x_shape, k_shape))
+  assert (counted.conv, counted.matmul) == (expected, 0)
+  # Also inside jit (a pjit call around the custom_vjp and cond).
+  loss = lambda x, k: jnp.sum(jax.jit(conv)(x, k))
+  assert macs.count_macs(loss, *_abstract(x_shape, k_shape)).total == expected
+
+
+def test_attention_products_count_at_paper_widths():
+  """CSM's q k^T and S v: q and k are zero-padded to the value width for
+  one attention call; the count is the paper's N*L*L*d + N*L*L*C."""
+  from flax_attn.attention.csm import attend_positions
+  n, length, d, c = 2, 16, 4, 32
+  counted = macs.count_macs(attend_positions,
+                            *_abstract((n, length, d), (n, length, d),
+                                       (n, length, c)))
+  assert counted.matmul == n * length * length * (d + c)
+  dense = lambda x, w: x @ w
+  assert macs.count_macs(dense, *_abstract((3, 5), (5, 7))).matmul == 105
+
+
+def test_pooling_and_scans():
+  """A product with a constant matrix (HGA's adaptive pooling) is pooling;
+  a scan body counts once per iteration."""
+  from flax_attn.attention.hga import adaptive_avg_pool
+  pooled = macs.count_macs(lambda x: adaptive_avg_pool(x, 3),
+                           *_abstract((2, 16, 16, 8)))
+  assert pooled.total == 0
+
+  def scanned(x, w):
+    return lax.scan(lambda carry, _: (jnp.tanh(carry @ w), None), x,
+                    None, length=5)[0]
+  assert macs.count_macs(scanned, *_abstract((3, 4), (4, 4))).total == (
+      5 * 3 * 4 * 4)
 
 
 def test_published_figures_are_shown_beside_measured():
-  row = dict(model='hga_resnet50', params=26_656_808, gmacs=4.229,
-             published=report.PUBLISHED['hga_resnet50'])
+  row = dict(model='hga_resnet50', params=26_656_808, gmacs=4.304,
+             xla_gmacs=4.229, published=report.PUBLISHED['hga_resnet50'])
   table = report.format_table([row], 224, 1000)
   line = next(l for l in table.splitlines() if l.startswith('hga_resnet50'))
-  assert line.split()[1:5] == ['26.657', '4.229', '26.73', '4.38']
+  assert line.split()[1:6] == ['26.657', '4.304', '26.73', '4.38', '4.229']
   assert 'HGA Table 2: 224x224, 1000 classes' in table
 
 

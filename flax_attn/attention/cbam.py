@@ -58,7 +58,8 @@ class SpatialGate(nn.Module):
              dtype=self.dtype, name='conv')(channel_mean_max(x))
     if self.use_norm:
       s = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                       epsilon=1e-5, dtype=self.dtype, name='bn')(s)
+                       epsilon=1e-5, dtype=self.dtype,
+                       use_fast_variance=False, name='bn')(s)
     return nn.sigmoid(s)
 
 

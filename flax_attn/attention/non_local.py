@@ -89,5 +89,6 @@ class NonLocalBlock(nn.Module):
     z = conv(channels, 'w_z')(y)
     z = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                      epsilon=self.bn_epsilon, dtype=self.dtype,
+                     use_fast_variance=False,
                      scale_init=nn.initializers.zeros, name='bn')(z)
     return (z + xc).astype(x.dtype)

@@ -91,7 +91,7 @@ class SelectiveKernelConv(nn.Module):
     conv = self.conv or _default_conv(self.dtype)
     norm = self.norm or functools.partial(
         nn.BatchNorm, use_running_average=not train, momentum=0.9,
-        epsilon=1e-5, dtype=self.dtype)
+        epsilon=1e-5, dtype=self.dtype, use_fast_variance=False)
     for k in self.kernel_sizes:
       if k < 3 or k % 2 == 0:
         raise ValueError(f'SK kernel size {k} must be odd and >= 3')

@@ -55,7 +55,8 @@ class AttentionGate(nn.Module):
     s = Conv(1, (k, k), padding=k // 2, use_bias=False, dtype=self.dtype,
              name='conv')(z_pool(x))
     s = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                     epsilon=1e-5, dtype=self.dtype, name='bn')(s)
+                     epsilon=1e-5, dtype=self.dtype, use_fast_variance=False,
+                     name='bn')(s)
     w = nn.sigmoid(s)
     return x * w, w
 
