@@ -264,6 +264,7 @@ def train_step(state: TrainState, batch, *, model, tx, lr_fn, num_classes,
 # Losses the running median is taken over, and how many must be seen first.
 GUARD_WINDOW = 32
 GUARD_WARMUP = 8
+EMPTY = -1.0
 
 
 def init_guard() -> Dict[str, jnp.ndarray]:
@@ -273,10 +274,12 @@ def init_guard() -> Dict[str, jnp.ndarray]:
   is caught where it happens with no host sync; the host reads `bad_step`
   (one scalar) only before each log, eval and save.
   """
-  return {'losses': jnp.full((GUARD_WINDOW,), jnp.nan, jnp.float32),
+  # Empty slots hold -1 (losses are >= 0), not NaN: multi-process
+  # device_put compares the host values of every process, and NaN != NaN.
+  return {'losses': jnp.full((GUARD_WINDOW,), EMPTY, jnp.float32),
           'bad_step': jnp.array(-1, jnp.int32),
           'bad_loss': jnp.array(0.0, jnp.float32),
-          'median': jnp.array(jnp.nan, jnp.float32)}
+          'median': jnp.array(0.0, jnp.float32)}
 
 
 def update_guard(guard, step, metrics, divergence_factor: float):
@@ -285,12 +288,13 @@ def update_guard(guard, step, metrics, divergence_factor: float):
   the last GUARD_WINDOW finite losses. The first flagged step is kept."""
   loss = metrics['train_loss'].astype(jnp.float32)
   losses = guard['losses']
-  median = jnp.nanmedian(losses)
+  seen = losses != EMPTY
+  median = jnp.nanmedian(jnp.where(seen, losses, jnp.nan))
   finite = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
   bad = ~finite
   if divergence_factor:
-    seen = jnp.sum(jnp.isfinite(losses))
-    bad |= (seen >= GUARD_WARMUP) & (loss > divergence_factor * median)
+    bad |= (jnp.sum(seen) >= GUARD_WARMUP) & (
+        loss > divergence_factor * median)
   first = bad & (guard['bad_step'] < 0)
   return {
       'losses': jnp.where(bad, losses,
@@ -432,8 +436,7 @@ def save_checkpoint(manager, state: TrainState, data_state, config,
   step = int(jax.device_get(state.step))
   data = _encode_iterator_state(data_state)
   if guard_losses is not None:
-    data['guard_losses'] = [float(x) if math.isfinite(x) else None
-                            for x in np.asarray(guard_losses).tolist()]
+    data['guard_losses'] = np.asarray(guard_losses, np.float64).tolist()
   manager.save(step, args=ocp.args.Composite(
       state=ocp.args.PyTreeSave(_state_tree(state)),
       data=ocp.args.JsonSave(data),
@@ -462,9 +465,8 @@ def restored_guard(manager, step: Optional[int]) -> Dict[str, jnp.ndarray]:
   try:
     blob = manager.restore(step, args=ocp.args.Composite(
         data=ocp.args.JsonRestore()))['data']
-    losses = [np.nan if x is None else x for x in blob.get('guard_losses')]
-    guard['losses'] = jnp.asarray(np.asarray(losses, np.float32).reshape(
-        GUARD_WINDOW))
+    guard['losses'] = jnp.asarray(np.asarray(
+        blob['guard_losses'], np.float32).reshape(GUARD_WINDOW))
   except Exception:  # pylint: disable=broad-except
     pass  # saved before the guard existed: it warms up again
   return guard
