@@ -144,7 +144,7 @@ def test_two_processes_match_one_resume_after_kill_and_evaluate_in_one(
   two_loss = _final_eval_loss(two)
   rel = abs(two_loss - one['eval_loss']) / one['eval_loss']
   assert rel < 1e-3, (two_loss, one['eval_loss'])
-  assert any(n.startswith('jit_train_step') for n in os.listdir(cache))
+  assert any(n.startswith('jit_guarded_train_step') for n in os.listdir(cache))
 
   # (b) kill -9 both after the first checkpoint, restart: the warm cache
   # serves every process (the same key in each), the run ends as (a).
@@ -157,7 +157,7 @@ def test_two_processes_match_one_resume_after_kill_and_evaluate_in_one(
   outputs = _finish(_launch(killed, cache, env=log_hits))
   for process, (_, out, err) in enumerate(outputs):
     assert 'resumed from' in out + err, process
-    assert "Persistent compilation cache hit for 'jit_train_step'" in err, (
+    assert "Persistent compilation cache hit for 'jit_guarded_train_step'" in err, (
         f'process {process} missed the warm cache:\n{err[-3000:]}')
   assert abs(_final_eval_loss(killed) - two_loss) <= 1e-6 * two_loss, (
       _final_eval_loss(killed), two_loss)
