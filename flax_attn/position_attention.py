@@ -50,9 +50,11 @@ MAX_BLOCK = 512
 _F32 = jnp.float32
 
 
-def block_size(length: int, max_block: int = MAX_BLOCK) -> int:
-  """Block length for `length` positions: all of them up to `max_block`,
-  else near-equal blocks of at most max_block, rounded up to a multiple of 8."""
+def block_size(length: int, max_block: Optional[int] = None) -> int:
+  """Block length for `length` positions: all of them up to `max_block`
+  (default: the module's MAX_BLOCK, read at trace time), else near-equal
+  blocks of at most max_block, rounded up to a multiple of 8."""
+  max_block = max_block or MAX_BLOCK
   if length <= max_block:
     return length
   count = -(-length // max_block)
