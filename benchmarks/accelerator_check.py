@@ -244,7 +244,8 @@ def _mib(value) -> str:
   return '-' if value is None else f'{value / 2**20:,.{0 if value >= 2**24 else 1}f}'
 
 
-def print_table(rows: List[Dict[str, Any]], out=sys.stdout) -> None:
+def print_table(rows: List[Dict[str, Any]], out=None) -> None:
+  out = out or sys.stdout
   print('| case | image | batch | train img/s | step ms | MFU | model TFLOP/s '
         '| compile s | temp MiB | args+out MiB | peak MiB |', file=out)
   print('|---|---|---|---|---|---|---|---|---|---|---|', file=out)
