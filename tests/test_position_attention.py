@@ -84,8 +84,9 @@ def test_bfloat16_inputs_accumulate_in_float32():
                          for a in (q, k, v, d_out)], 1.0, *blocks)
   assert all(g.dtype == jnp.bfloat16 for g in got)
   # Products of bf16 operands (p, ds rounded to bf16 as FlashAttention
-  # does), float32 sums: a few bf16 ulps (2^-8) of the largest value.
-  _close(got, softmax_attention_and_grads(q, k, v, d_out, 1.0), 3e-2)
+  # does), float32 sums: measured 0.3-1.0% of the largest value (2.6 bf16
+  # ulps of 2^-8 at most), at L = 49, 196 and 3136 alike.
+  _close(got, softmax_attention_and_grads(q, k, v, d_out, 1.0), 2e-2)
 
 
 def test_vmap_and_block_sizes():
@@ -120,7 +121,6 @@ def test_modules_equal_the_dot_product_attention_path(make, kwargs):
   variables, x = random_variables(make('xla'), (2, 7, 9, 16))
   (grads_old, x_old), out_old = _output_and_grads(make('xla'), variables, x,
                                                   **kwargs)
-  # The default implementation is the blockwise one.
   (grads_new, x_new), out_new = _output_and_grads(make('blockwise'),
                                                   variables, x, **kwargs)
   # Gradients that are zero in exact arithmetic (g's and w_z's biases under
