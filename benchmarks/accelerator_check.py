@@ -15,7 +15,7 @@ it, runs `--warmup` steps and times `--steps` more (one wait at the end):
   resnet50        resnet50          224     1000    256   bf16
   hga_resnet50    hga_resnet50      224     1000    256   bf16
   mgan_res2net50  mgan_res2net50     84      100    256   bf16
-  csm_resnet50    csm_resnet50      224     1000    256   bf16 (CSM in every stage)
+  csm_resnet50    csm_resnet50      224     1000    256   bf16 (every stage)
   mlan_resnet20   mlan_resnet20      32       10   1024   bf16
 
 Printed and written to JSON (`--json`): train img/s, step time, compile
@@ -241,7 +241,9 @@ def run_case(case: Case, mesh, dtype: str, warmup: int, steps: int,
 
 
 def _mib(value) -> str:
-  return '-' if value is None else f'{value / 2**20:,.{0 if value >= 2**24 else 1}f}'
+  if value is None:
+    return '-'
+  return f'{value / 2**20:,.{0 if value >= 2**24 else 1}f}'
 
 
 def print_table(rows: List[Dict[str, Any]], out=None) -> None:
