@@ -161,7 +161,7 @@ def test_bf16_compute_keeps_fp32_params():
 
 @pytest.mark.parametrize('kwargs,match', [
     (dict(mode='channel'), 'valid: channel_first'),
-    (dict(implementation='flash'), "valid: None, 'xla', 'cudnn'")])
+    (dict(implementation='flash'), "valid: 'blockwise', 'xla', 'cudnn', None")])
 def test_bad_values_fail_in_one_line(kwargs, match):
   with pytest.raises(ValueError, match=match):
     ChannelSpatialModule(**kwargs).init(jax.random.key(0),

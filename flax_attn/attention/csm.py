@@ -18,16 +18,19 @@ Readings taken (SPEC.md, seed 003):
     without scaling; output `gamma * sum_j S_ij D_j + A` with a learnable
     scalar gamma initialised to 0, so a pretrained backbone starts unchanged.
     Eq. 5's normalisation index is garbled in the text; DANet's is taken.
-  * Computed with `jax.nn.dot_product_attention(scale=1)`. That function needs
-    equal key and value widths, while B, C have C/8 channels and D has C:
-      - `implementation=None` or 'xla': B and C are zero-padded to C channels
-        (dot products unchanged), one head; XLA materialises one HW x HW
-        matrix per image (the B^T C product then costs HW^2 C instead of
-        HW^2 C/8 multiply-adds).
-      - `implementation='cudnn'` (GPU, bf16/fp16): D is split into C/(C/8)
-        heads of C/8 channels that all share B and C, so the fused kernel sees
-        a head width of C/8 (<= 256 for C <= 2048) and never stores the
-        HW x HW matrix.
+  * Computed by `flax_attn.position_attention.attend_positions(scale=1)`:
+      - `implementation='blockwise'` (default, every backend): blocks of
+        queries and keys with an online softmax and a backward pass that
+        recomputes the probabilities, B and C at their C/8 channels; the
+        HW x HW matrix is never built (issue 21: the gradient at
+        1 x 56 x 56 x 256 needs less than one such matrix of temporaries).
+      - 'xla' or None (the previous path, `jax.nn.dot_product_attention`):
+        B and C are zero-padded to C channels (dot products unchanged), one
+        head; XLA materialises HW x HW matrices (the B^T C product then costs
+        HW^2 C instead of HW^2 C/8 multiply-adds).
+      - 'cudnn' (GPU, bf16/fp16): D is split into C/(C/8) heads of C/8
+        channels that all share B and C (cuDNN's head-width limit); it
+        cannot train a 7 x 7 map (sequence length 49).
   * Order (Sec. III-B, Table I): 'channel_first' (default, Eq. 1-2),
     'spatial_first', 'channel_only' (CAM), 'spatial_only' (SAM).
   * Where position attention runs (it costs HW^2 per image, 9.8M scores at
@@ -48,14 +51,13 @@ import re
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from flax_attn.ops import Conv
+from flax_attn.position_attention import attend_positions, check_implementation
 from flax_attn.registry import register_attention
 
 MODES = ('channel_first', 'spatial_first', 'channel_only', 'spatial_only')
-IMPLEMENTATIONS = (None, 'xla', 'cudnn')
 _STAGE_NAME = re.compile(r'^stage(\d+)_')
 
 
@@ -75,48 +77,10 @@ class ChannelAttention(nn.Module):
                                name='fc2')(h))                       # Eq. 4
 
 
-def attend_positions(query, key, value, implementation: Optional[str] = None,
-                     layout: Optional[str] = None):
-  """sum_j softmax_j(q_i . k_j) v_j over positions, by dot_product_attention.
-
-  Args:
-    query, key: (N, L, d) position features B and C.
-    value: (N, L, C) position features D, C >= d.
-    implementation: passed to `jax.nn.dot_product_attention`.
-    layout: 'padded' (q, k zero-padded to C, one head) or 'heads' (v split
-      into heads of width d sharing q, k); by default 'heads' for cudnn,
-      'padded' otherwise.
-
-  Returns:
-    (N, L, C) attended values, in `value`'s dtype.
-  """
-  n, length, width = query.shape
-  channels = value.shape[-1]
-  layout = layout or ('heads' if implementation == 'cudnn' else 'padded')
-  if layout == 'padded':
-    pad = [(0, 0), (0, 0), (0, channels - width)]
-    q = jnp.pad(query, pad)[:, :, None, :]
-    k = jnp.pad(key, pad)[:, :, None, :]
-    v = value[:, :, None, :]
-    out = jax.nn.dot_product_attention(q, k, v, scale=1.0,
-                                       implementation=implementation)
-    return out[:, :, 0, :]
-  if layout != 'heads':
-    raise ValueError(f"unknown layout {layout!r}; valid: 'padded', 'heads'")
-  heads = -(-channels // width)
-  v = jnp.pad(value, [(0, 0), (0, 0), (0, heads * width - channels)])
-  v = v.reshape(n, length, heads, width)
-  q = jnp.broadcast_to(query[:, :, None, :], (n, length, heads, width))
-  k = jnp.broadcast_to(key[:, :, None, :], (n, length, heads, width))
-  out = jax.nn.dot_product_attention(q, k, v, scale=1.0,
-                                     implementation=implementation)
-  return out.reshape(n, length, heads * width)[..., :channels]
-
-
 class PositionAttention(nn.Module):
   """CSM position attention (Eq. 5, DANet's PAM): gamma * (D S) + A."""
   qk_reduction: int = 8
-  implementation: Optional[str] = None
+  implementation: Optional[str] = 'blockwise'
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -128,7 +92,8 @@ class PositionAttention(nn.Module):
     c = conv(width, 'key').reshape(n, h * w, width)
     d = conv(channels, 'value').reshape(n, h * w, channels)
     gamma = self.param('gamma', nn.initializers.zeros, (1,), jnp.float32)
-    out = attend_positions(b, c, d, self.implementation).reshape(a.shape)
+    out = attend_positions(b, c, d, scale=1.0,
+                           implementation=self.implementation).reshape(a.shape)
     return (jnp.asarray(gamma, self.dtype) * out + a).astype(a.dtype)
 
 
@@ -145,7 +110,8 @@ class ChannelSpatialModule(nn.Module):
       (None = all); read from the enclosing block's name.
     max_positions: position attention only where H * W <= this (None = no
       limit).
-    implementation: `jax.nn.dot_product_attention`'s (None, 'xla', 'cudnn').
+    implementation: 'blockwise' (default; flax_attn.position_attention) or
+      `jax.nn.dot_product_attention`'s 'xla', 'cudnn', None.
     dtype: compute dtype.
   """
   mode: str = 'channel_first'
@@ -153,7 +119,7 @@ class ChannelSpatialModule(nn.Module):
   qk_reduction: int = 8
   position_stages: Optional[Sequence[int]] = None
   max_positions: Optional[int] = None
-  implementation: Optional[str] = None
+  implementation: Optional[str] = 'blockwise'
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -162,9 +128,7 @@ class ChannelSpatialModule(nn.Module):
     if self.mode not in MODES:
       raise ValueError(f'CSM: unknown mode {self.mode!r}; valid: '
                        f'{", ".join(MODES)}')
-    if self.implementation not in IMPLEMENTATIONS:
-      raise ValueError(f'CSM: unknown implementation {self.implementation!r}; '
-                       f"valid: None, 'xla', 'cudnn'")
+    check_implementation(self.implementation, 'CSM')
     use_channel = self.mode != 'spatial_only'
     use_position = self.mode != 'channel_only' and self._position_here(x)
     order = (('position', 'channel') if self.mode == 'spatial_first' else

@@ -20,9 +20,13 @@ momentum 0.9 (Flax convention, = Caffe2's), eps 1e-5. Odd maps are pooled
 with -inf padding (ceil), so any H, W >= 1 works. `subsample=False` and
 `scale_logits=False` give Eq. 3 exactly as printed.
 
-The product softmax(theta^T phi) g is `jax.nn.dot_product_attention` with
-one head, so on GPU the HW x HW matrix need not be materialised; for the same
-reason no attention map is sown.
+The product softmax(theta^T phi) g is
+`flax_attn.position_attention.attend_positions`: by default
+(`implementation='blockwise'`) blocks of queries and keys with an online
+softmax and a recomputing backward pass, so the HW x HW/4 matrix is never
+built on any backend (issue 21); 'xla', 'cudnn' or None is the previous path,
+`jax.nn.dot_product_attention` with one head. For the same reason no
+attention map is sown.
 
 Placement: the paper adds whole non-local blocks *between* residual blocks
 (z = W_z y + x around the block output). Its 5-block ResNet-50 (Table 2c:
@@ -35,13 +39,13 @@ block, before the residual addition), which is not the paper's placement.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from flax_attn.ops import Conv
+from flax_attn.position_attention import attend_positions, check_implementation
 from flax_attn.registry import register_attention
 
 
@@ -55,6 +59,8 @@ class NonLocalBlock(nn.Module):
     scale_logits: divide theta^T phi by sqrt(C / reduction) (authors' code).
     use_bias: biases on the 1x1 convs (authors' code).
     bn_momentum, bn_epsilon: the BatchNorm after W_z.
+    implementation: 'blockwise' (default) or `jax.nn.dot_product_attention`'s
+      'xla', 'cudnn', None.
     dtype: compute dtype.
   """
   reduction: int = 2
@@ -63,10 +69,12 @@ class NonLocalBlock(nn.Module):
   use_bias: bool = True
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  implementation: Optional[str] = 'blockwise'
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    check_implementation(self.implementation, 'nonlocal')
     n, h, w, channels = x.shape
     inner = max(1, channels // self.reduction)
     xc = x.astype(self.dtype)
@@ -80,11 +88,11 @@ class NonLocalBlock(nn.Module):
       pooled = nn.max_pool(xc, (2, 2), strides=(2, 2), padding='SAME')
     phi = conv(inner, 'phi')(pooled)
     g = conv(inner, 'g')(pooled)
-    # One head: (batch, positions, heads=1, features).
-    as_sequence = lambda t: t.reshape(n, -1, 1, inner)
+    as_sequence = lambda t: t.reshape(n, -1, inner)
     scale = inner ** -0.5 if self.scale_logits else 1.0
-    y = jax.nn.dot_product_attention(as_sequence(theta), as_sequence(phi),
-                                     as_sequence(g), scale=scale)
+    y = attend_positions(as_sequence(theta), as_sequence(phi),
+                         as_sequence(g), scale=scale,
+                         implementation=self.implementation)
     y = y.reshape(n, h, w, inner)
     z = conv(channels, 'w_z')(y)
     z = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
