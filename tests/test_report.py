@@ -119,11 +119,16 @@ def test_published_figures_are_shown_beside_measured():
   assert 'HGA Table 2: 224x224, 1000 classes' in table
 
 
-def test_bad_arguments_fail():
+def test_bad_arguments_fail(capsys):
   with pytest.raises(SystemExit):
     report.main(['resnet20', '--image-size', '0'])
-  with pytest.raises(flax_attn.UnknownNameError, match='unknown model'):
-    report.main(['no_such_model', '--no-flops'])
+  capsys.readouterr()
+  # Every name is checked before anything is built: one line, exit 2.
+  assert report.main(['resnet20', 'no_such_model', '--no-flops']) == 2
+  captured = capsys.readouterr()
+  assert captured.out == ''
+  assert captured.err.startswith("error: unknown model 'no_such_model'; ")
+  assert len(captured.err.strip().splitlines()) == 1
 
 
 def test_readings_table_counts_and_compares():
