@@ -27,6 +27,18 @@ REFERENCE_PARAMS = {
     'wide_resnet50_2': 68_883_240,
     'wide_resnet101_2': 126_886_696,
     'seresnet50': 28_088_024,
+    # timm 1.0.31, sum(p.numel() for p in timm.create_model(name).parameters())
+    'resnet26d': 16_014_408,
+    'resnet50d': 25_576_264,
+    'resnet101d': 44_568_392,
+    'seresnext26d_32x4d': 16_809_512,
+    'seresnext50_32x4d': 27_559_896,
+    'ecaresnet26t': 16_011_916,
+    'ecaresnet50d': 25_576_350,
+    'ecaresnet50t': 25_573_814,
+    'ecaresnet101d': 44_568_563,
+    'skresnext50_32x4d': 27_479_784,
+    'gcresnet50t': 25_897_080,
 }
 
 
