@@ -203,12 +203,16 @@ def randomize(model, seed=0, batch=2, size=64):
   norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
   with torch.no_grad():
     for m in model.modules():  # the conv / linear weights, reproducibly
-      if isinstance(m, (nn.Conv2d, nn.Linear)):
+      if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear)):
         bound = 1.0 / math.sqrt(m.weight[0].numel())
         m.weight.copy_((torch.rand(m.weight.shape, generator=gen) * 2 - 1)
                        * bound)
         if m.bias is not None:
           m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
+    for m in model.modules():  # GC's LayerNorm: affine away from (1, 0)
+      if isinstance(m, nn.LayerNorm):
+        m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+        m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
     for m in norms:
       c = m.num_features
       m.weight.copy_(torch.rand(c, generator=gen) + 0.5)

@@ -45,7 +45,10 @@ class MidAttentionBottleneck(Bottleneck):
   width, before the last 1x1 conv (timm ByobNet's `BottleneckBlock` with
   `attn_last=False`, as gcresnet50t uses it):
     1x1 -> BN -> act -> 3x3 -> BN -> act -> attn -> 1x1 -> BN -> + shortcut.
+  Its PyTorch counterpart names modules as ByobNet does (`torch_layout`,
+  read by flax_attn.weights).
   """
+  torch_layout = 'byobnet'
 
   @nn.compact
   def __call__(self, x, train: bool = False):
