@@ -91,7 +91,8 @@ class GlobalContext(nn.Module):
     self.sow('intermediates', 'context_weights', alpha.reshape(n, h, w, 1))
     # (b) Transform: 1x1 conv -> LayerNorm -> ReLU -> 1x1 conv.
     t = nn.Dense(hidden, dtype=self.dtype, name='transform_conv1')(context)
-    t = nn.LayerNorm(epsilon=self.ln_epsilon, dtype=self.dtype, name='transform_ln')(t)
+    t = nn.LayerNorm(epsilon=self.ln_epsilon, dtype=self.dtype,
+                     name='transform_ln')(t)
     t = nn.relu(t)
     t = nn.Dense(channels, dtype=self.dtype, name='transform_conv2',
                  kernel_init=nn.initializers.zeros)(t)

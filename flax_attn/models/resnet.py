@@ -258,7 +258,8 @@ BLOCKS: Dict[str, Any] = {
 
 STEMS = ('imagenet', 'small')
 # timm's `stem_type` of the ImageNet stem: '' one 7x7 conv of stem_width;
-# 'deep' three 3x3 convs of widths (w, w, 2w); 'deep_tiered' (3 (w // 4), w, 2w).
+# 'deep' three 3x3 convs of widths (w, w, 2w); 'deep_tiered'
+# (3 (w // 4), w, 2w).
 STEM_TYPES = ('', 'deep', 'deep_tiered')
 STEM_POOLS = ('max', '')
 
