@@ -469,3 +469,24 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
                            str(tmp_path / 'out')]) == 2
   assert capsys.readouterr().err == (
       f"error: checkpoint file '{missing}' does not exist\n")
+
+
+def test_fine_grained_config_without_weights_warns_in_one_line():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      'csca_resnet50_cub', os.path.join(REPO, 'configs',
+                                        'csca_resnet50_cub.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  assert train.no_pretrained_warning(config) == (
+      'warning: caltech_birds2011 trains from scratch (no '
+      'config.pretrained_path); fine-grained recipes start from ImageNet '
+      'weights: python -m flax_attn.convert --model csca_resnet50 '
+      'CHECKPOINT.pth OUT_DIR, then --config.pretrained_path=OUT_DIR')
+  # The config's docstring documents that command.
+  assert 'python -m flax_attn.convert --model csca_resnet50' in module.__doc__
+  config.pretrained_path = 'pretrained/csca_resnet50'
+  assert train.no_pretrained_warning(config) is None
+  config.pretrained_path, config.dataset = '', 'cifar10'
+  assert train.no_pretrained_warning(config) is None
