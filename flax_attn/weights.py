@@ -11,27 +11,43 @@ models of the same name here reproduce (flax_attn/models/resnet.py):
 resnet18/34/50/101/152, resnext50_32x4d/101_32x8d/..., wide_resnet50_2/101_2,
 res2net50_26w_4s (timm's Bottle2neck: `convs.i`, `bns.i`) and seresnet50
 (timm's SE: `se.fc1`/`se.fc2`, 1x1 convs with bias), and the backbone of any
-attention model built on them (hga_resnet50, csca_resnet50, ...).
+attention model built on them (hga_resnet50, csca_resnet50, ...); timm's
+attention networks (flax_attn/models/zoo/timm_resnets.py): resnet26d/50d/101d,
+seresnext26d_32x4d, seresnext50_32x4d, ecaresnet26t/50d/50t/101d,
+skresnet18/34, skresnext50_32x4d and the ByobNet gcresnet50t.
 
 The mapping is derived from the model's own variable tree (`jax.eval_shape`
 of `model.init`), not from a list per model, by renaming each module:
 
   conv_stem, bn_stem                 conv1, bn1
+    deep stem (stem_type):             conv1.{0,1,3,4,6}, bn1  (timm -D/-T)
   stage{i}_block{j}/...              layer{i}.{j}.
     conv1..3, bn1..3                   conv1..3, bn1..3
     shortcut/conv, shortcut/bn         downsample.0, downsample.1
+      (avg_down)                       downsample.1, downsample.2
     multiscale/convs_k, bns_k          convs.k, bns.k           (Res2Net)
-    attn/fc1, attn/fc2 (SE only)       se.fc1, se.fc2           (timm)
+    attn/...                           se.<timm name>: the attention class's
+                                       `timm_names` (SE fc1/fc2, ECA conv,
+                                       GC conv_attn, mlp_add.*)
+    SK blocks: convN/bnN               convN.conv, convN.bn     (ConvNormAct)
+      convN/pathP_conv, pathP_bn       convN.paths.P.conv, .bn
+      convN/fc_reduce, attn_bn, fc_select  convN.attn.fc_reduce, .bn, ...
   head/fc (GAP + FC)                 fc
   head/classifier (FCN 1x1 conv)     fc (a linear layer is a 1x1 conv)
 
-and each leaf: conv kernel OIHW -> HWIO, linear weight (out, in) -> (in, out),
-BN weight/bias -> scale/bias, running_mean/var -> batch_stats mean/var
-(`num_batches_tracked` is ignored). Our convs pad symmetrically as PyTorch
+and, for a block with `torch_layout = 'byobnet'` (gcresnet50t), timm's
+ByobNet keys: stem.conv{1,2,3}.conv/.bn, stages.{i-1}.{j}.conv1_1x1 /
+conv2_kxk / conv3_1x1 / shortcut (.conv, .bn), ...attn.*, head.fc,
+
+and each leaf: conv kernel OIHW -> HWIO (Conv1d OIW -> WIO), linear weight
+(out, in) -> (in, out), BN / LayerNorm weight, bias -> scale, bias,
+running_mean/var -> batch_stats mean/var (`num_batches_tracked` is ignored). Our convs pad symmetrically as PyTorch
 does, so logits agree to float32 rounding.
 
-Anything else in the model (attention modules, stage attention, a head of
-another size) is freshly initialised and listed in the `ImportReport`; a
+Anything else in the model (attention modules timm does not have, stage
+attention, a head of another size; the block attention too when the file
+holds none of it, e.g. a plain ResNet file for an SE model) is freshly
+initialised and listed in the `ImportReport`; a
 checkpoint key or shape that does not fit raises `CheckpointError` naming the
 first offending key. Files are read safely only: safetensors, or
 `torch.load(..., weights_only=True)`, which refuses arbitrary pickled objects.
