@@ -107,14 +107,22 @@ def test_timm_attention_networks_logits_match(name):
   assert_logits_close(logits, expected)
 
 
+def random_state_dict(name, seed=0):
+  """Random arrays of the PyTorch reference's keys and shapes (no compute)."""
+  with torch.device('meta'):
+    reference = torch_resnets.MODELS[name]()
+  rng = np.random.default_rng(seed)
+  return {k: rng.standard_normal(tuple(v.shape)).astype(np.float32)
+          for k, v in reference.state_dict().items()
+          if not k.endswith('num_batches_tracked')}
+
+
 def test_timm_layouts_of_single_arrays():
   """Deep stem, avg_down shortcut, ECA's Conv1d, SK and ByobNet GC keys."""
-  p = flat(weights.from_torch('ecaresnet26t', torch_reference(
-      'ecaresnet26t', TIMM_IMAGE, 8)[0], image_size=TIMM_IMAGE)['params'])
-  sd = torch_reference('ecaresnet26t', TIMM_IMAGE, 8)[0]
+  sd = random_state_dict('ecaresnet26t')
+  p = flat(weights.from_torch('ecaresnet26t', sd, image_size=IMAGE)['params'])
   np.testing.assert_array_equal(p['conv_stem2/kernel'],
-                                sd['conv1.3.weight'].numpy().transpose(
-                                    2, 3, 1, 0))
+                                sd['conv1.3.weight'].transpose(2, 3, 1, 0))
   np.testing.assert_array_equal(p['bn_stem1/scale'], sd['conv1.1.weight'])
   np.testing.assert_array_equal(p['bn_stem/bias'], sd['bn1.bias'])
   np.testing.assert_array_equal(p['stage3_block0/shortcut/conv/kernel'][0, 0],
@@ -123,25 +131,24 @@ def test_timm_layouts_of_single_arrays():
   np.testing.assert_array_equal(p['stage4_block1/attn/conv/kernel'][:, 0, 0],
                                 sd['layer4.1.se.conv.weight'][0, 0])
   chex.assert_shape(p['stage4_block1/attn/conv/kernel'], (7, 1, 1))
-  gc_sd = torch_reference('gcresnet50t', TIMM_IMAGE, 8)[0]
+  gc_sd = random_state_dict('gcresnet50t')
   gc = flat(weights.from_torch('gcresnet50t', gc_sd,
-                               image_size=TIMM_IMAGE)['params'])
+                               image_size=IMAGE)['params'])
   np.testing.assert_array_equal(
       gc['stage2_block3/attn/transform_conv1/kernel'],
       gc_sd['stages.1.3.attn.mlp_add.fc1.weight'][:, :, 0, 0].T)
   np.testing.assert_array_equal(gc['stage2_block3/attn/transform_ln/scale'],
                                 gc_sd['stages.1.3.attn.mlp_add.norm.weight'])
   np.testing.assert_array_equal(gc['head/fc/bias'], gc_sd['head.fc.bias'])
-  sk_sd = torch_reference('skresnet18', TIMM_IMAGE, 8)[0]
+  sk_sd = random_state_dict('skresnet18')
   sk = flat(weights.from_torch('skresnet18', sk_sd,
-                               image_size=TIMM_IMAGE)['params'])
+                               image_size=IMAGE)['params'])
   np.testing.assert_array_equal(
       sk['stage2_block0/conv1/fc_select/kernel'],
       sk_sd['layer2.0.conv1.attn.fc_select.weight'][:, :, 0, 0].T)
   np.testing.assert_array_equal(
       sk['stage2_block0/conv1/path1_conv/kernel'],
-      sk_sd['layer2.0.conv1.paths.1.conv.weight'].numpy().transpose(
-          2, 3, 1, 0))
+      sk_sd['layer2.0.conv1.paths.1.conv.weight'].transpose(2, 3, 1, 0))
 
 
 def test_plain_resnet_d_file_gives_eca_fresh_and_byobnet_heads_are_new():
@@ -154,9 +161,10 @@ def test_plain_resnet_d_file_gives_eca_fresh_and_byobnet_heads_are_new():
       f'params/stage{s}_block{b}/attn/conv/kernel'
       for s, n in zip((1, 2, 3, 4), (3, 4, 6, 3)) for b in range(n))
   # ByobNet's classifier is head.fc: another class count makes it new.
-  gc_sd = torch_reference('gcresnet50t', TIMM_IMAGE, 8)[0]
-  _, report = weights.import_torch('gcresnet50t', gc_sd, num_classes=10,
-                                   init_fresh=False, image_size=IMAGE)
+  _, report = weights.import_torch('gcresnet50t',
+                                   random_state_dict('gcresnet50t'),
+                                   num_classes=10, init_fresh=False,
+                                   image_size=IMAGE)
   assert report.unused == ('head.fc.weight', 'head.fc.bias')
   assert report.fresh == ('params/head/fc/kernel', 'params/head/fc/bias')
 
@@ -186,7 +194,7 @@ def test_layout_conversion_of_single_arrays():
 
 @functools.lru_cache(maxsize=None)
 def torch_shapes(name):
-  return weights.torch_shapes(name)
+  return weights.torch_shapes(name, image_size=IMAGE)  # shapes: any size
 
 
 @pytest.mark.parametrize('name', FORWARD_MODELS + SHAPE_ONLY_MODELS +
