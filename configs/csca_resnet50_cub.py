@@ -15,6 +15,21 @@ random horizontal flip, random rotation. The paper gives no strengths, schedule 
 common fine-tuning recipe: 224 x 224 inputs (the dataset's default crop),
 jitter strength 0.4 (hue 0.1), rotation up to 15 degrees, SGD momentum 0.9, batch 32,
 lr 0.01 with a cosine decay over 100 epochs, weight decay 1e-4.
+
+Pretrained weights: the one command that turns a downloaded torchvision /
+timm checkpoint into `pretrained_path` (torchvision's ImageNet ResNet-50,
+https://download.pytorch.org/models/resnet50-0676ba61.pth):
+
+  python -m flax_attn.convert --model csca_resnet50 resnet50-0676ba61.pth \
+      pretrained/csca_resnet50
+  python train.py --config configs/csca_resnet50_cub.py --workdir DIR \
+      --config.pretrained_path=pretrained/csca_resnet50
+
+(`--model` is the config's model, e.g. resnet50 for `:resnet50`; the
+backbone and stem are loaded, attention modules and the 200-class head start
+fresh.) A timm checkpoint (.safetensors) of one of the models listed in
+README's weights section converts the same way with its own name. Without
+`pretrained_path` train.py warns in one line that the run starts from scratch.
 """
 from configs import default
 
@@ -29,9 +44,10 @@ def get_config(model: str = 'csca_resnet50'):
   config = default.get_config()
   config.model = model       # attention models carry the FCN head (CAM)
   # The paper fine-tunes torchvision's ImageNet ResNet-50. Point this at an
-  # orbax checkpoint of those weights (matching params / batch_stats paths
-  # are loaded, attention modules and the new head start fresh); '' trains
-  # from scratch, which will not reach Table 1's accuracies.
+  # orbax checkpoint of those weights, made by the command in the docstring
+  # (matching params / batch_stats paths are loaded, attention modules and
+  # the new head start fresh); '' trains from scratch, which will not reach
+  # Table 1's accuracies (train.py warns).
   config.pretrained_path = ''
   config.dataset = 'caltech_birds2011'
   config.image_size = 224

@@ -4,6 +4,8 @@ torchvision's vgg16 / vgg16_bn files convert too (to `vgg16`, `vgg16_bn` or
 the CIFAR variants' convolutions: `--model vgg16_bn_cifar`).
 
   python -m flax_attn.convert --model resnet50 resnet50.pth out/resnet50
+  python -m flax_attn.convert --model ecaresnet50t model.safetensors \
+      out/ecaresnet50t      # timm's (flax_attn/models/zoo/timm_resnets.py)
   python -m flax_attn.convert --model csca_resnet50 resnet50.safetensors \
       out/csca_resnet50 --num-classes 200
 
@@ -40,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
       'config.pretrained_path.')
   p.add_argument('--model', required=True,
                  help='registered model name, e.g. resnet50, seresnet50, '
-                 'hga_resnet50 (flax_attn.list_models())')
+                 'ecaresnet50t, gcresnet50t, hga_resnet50 '
+                 '(flax_attn.list_models())')
   p.add_argument('checkpoint', help='input .pth / .pt / .bin / .safetensors')
   p.add_argument('out_dir', help='output orbax checkpoint directory')
   p.add_argument('--num-classes', type=int, default=None,

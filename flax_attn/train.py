@@ -762,6 +762,22 @@ class MetricWriter:
 # ---------------------------------------------------------------------------
 
 
+# Fine-grained recipes (seed 004) fine-tune ImageNet weights.
+FINE_GRAINED_DATASETS = ('caltech_birds2011', 'stanford_dogs', 'cars196')
+
+
+def no_pretrained_warning(config) -> Optional[str]:
+  """One line when a fine-grained dataset starts without pretrained weights
+  (config.pretrained_path ''), naming the command that makes them; else None."""
+  if (config.get('pretrained_path')
+      or config.dataset not in FINE_GRAINED_DATASETS):
+    return None
+  return (f'warning: {config.dataset} trains from scratch (no '
+          'config.pretrained_path); fine-grained recipes start from ImageNet '
+          f'weights: python -m flax_attn.convert --model {config.model} '
+          'CHECKPOINT.pth OUT_DIR, then --config.pretrained_path=OUT_DIR')
+
+
 def _build(config, workdir: Optional[str]):
   """Model, optimiser, mesh, shardings and the initial state (shared by
   training and evaluation)."""
@@ -924,6 +940,8 @@ def _train_and_evaluate(config, workdir):
     state, report = load_pretrained(state, config.pretrained_path)
     state = jax.device_put(state, b['replicated'])
     print(report, flush=True)
+  elif is_main and (warning := no_pretrained_warning(config)):
+    print(warning, flush=True)
   if is_main:
     write_config(workdir, config)
     print(f'training on {mesh.size} {mesh.devices.flat[0].platform} '

@@ -11,27 +11,43 @@ models of the same name here reproduce (flax_attn/models/resnet.py):
 resnet18/34/50/101/152, resnext50_32x4d/101_32x8d/..., wide_resnet50_2/101_2,
 res2net50_26w_4s (timm's Bottle2neck: `convs.i`, `bns.i`) and seresnet50
 (timm's SE: `se.fc1`/`se.fc2`, 1x1 convs with bias), and the backbone of any
-attention model built on them (hga_resnet50, csca_resnet50, ...).
+attention model built on them (hga_resnet50, csca_resnet50, ...); timm's
+attention networks (flax_attn/models/zoo/timm_resnets.py): resnet26d/50d/101d,
+seresnext26d_32x4d, seresnext50_32x4d, ecaresnet26t/50d/50t/101d,
+skresnet18/34, skresnext50_32x4d and the ByobNet gcresnet50t.
 
 The mapping is derived from the model's own variable tree (`jax.eval_shape`
 of `model.init`), not from a list per model, by renaming each module:
 
   conv_stem, bn_stem                 conv1, bn1
+    deep stem (stem_type):             conv1.{0,1,3,4,6}, bn1  (timm -D/-T)
   stage{i}_block{j}/...              layer{i}.{j}.
     conv1..3, bn1..3                   conv1..3, bn1..3
     shortcut/conv, shortcut/bn         downsample.0, downsample.1
+      (avg_down)                       downsample.1, downsample.2
     multiscale/convs_k, bns_k          convs.k, bns.k           (Res2Net)
-    attn/fc1, attn/fc2 (SE only)       se.fc1, se.fc2           (timm)
+    attn/...                           se.<timm name>: the attention class's
+                                       `timm_names` (SE fc1/fc2, ECA conv,
+                                       GC conv_attn, mlp_add.*)
+    SK blocks: convN/bnN               convN.conv, convN.bn     (ConvNormAct)
+      convN/pathP_conv, pathP_bn       convN.paths.P.conv, .bn
+      convN/fc_reduce, attn_bn, fc_select  convN.attn.fc_reduce, .bn, ...
   head/fc (GAP + FC)                 fc
   head/classifier (FCN 1x1 conv)     fc (a linear layer is a 1x1 conv)
 
-and each leaf: conv kernel OIHW -> HWIO, linear weight (out, in) -> (in, out),
-BN weight/bias -> scale/bias, running_mean/var -> batch_stats mean/var
-(`num_batches_tracked` is ignored). Our convs pad symmetrically as PyTorch
+and, for a block with `torch_layout = 'byobnet'` (gcresnet50t), timm's
+ByobNet keys: stem.conv{1,2,3}.conv/.bn, stages.{i-1}.{j}.conv1_1x1 /
+conv2_kxk / conv3_1x1 / shortcut (.conv, .bn), ...attn.*, head.fc,
+
+and each leaf: conv kernel OIHW -> HWIO (Conv1d OIW -> WIO), linear weight
+(out, in) -> (in, out), BN / LayerNorm weight, bias -> scale, bias,
+running_mean/var -> batch_stats mean/var (`num_batches_tracked` is ignored). Our convs pad symmetrically as PyTorch
 does, so logits agree to float32 rounding.
 
-Anything else in the model (attention modules, stage attention, a head of
-another size) is freshly initialised and listed in the `ImportReport`; a
+Anything else in the model (attention modules timm does not have, stage
+attention, a head of another size; the block attention too when the file
+holds none of it, e.g. a plain ResNet file for an SE model) is freshly
+initialised and listed in the `ImportReport`; a
 checkpoint key or shape that does not fit raises `CheckpointError` naming the
 first offending key. Files are read safely only: safetensors, or
 `torch.load(..., weights_only=True)`, which refuses arbitrary pickled objects.
@@ -74,7 +90,8 @@ class _Entry:
 
   @property
   def is_attention(self) -> bool:
-    return '.se.' in self.torch_key
+    """A block's attention module (optional: a plain ResNet file has none)."""
+    return len(self.path) > 3 and self.path[2] == 'attn'
 
   @property
   def name(self) -> str:
@@ -88,6 +105,8 @@ class _Entry:
     if len(self.shape) == 4:           # conv HWIO; or the FCN 1x1 conv
       h, w, i, o = self.shape
       return (o, i) if self.torch_linear else (o, i, h, w)
+    if len(self.shape) == 3:           # 1-D conv (ECA) WIO -> OIW
+      return tuple(reversed(self.shape))
     i, o = self.shape                  # Dense (in, out)
     return (o, i) if self.torch_linear else (o, i, 1, 1)  # SE's 1x1 convs
 
@@ -97,6 +116,8 @@ class _Entry:
       return value
     if value.ndim == 4:                # OIHW -> HWIO
       value = value.transpose(2, 3, 1, 0)
+    elif value.ndim == 3:              # Conv1d OIW -> WIO
+      value = value.transpose(2, 1, 0)
     else:                              # (out, in) -> (in, out)
       value = value.T
     return value.reshape(self.shape)   # SE / FCN: drop or add the 1x1 dims
@@ -159,64 +180,141 @@ class ImportReport:
 # ---------------------------------------------------------------------------
 
 
-def _is_squeeze_excite(model) -> bool:
-  """Whether the model's block attention is SE (timm names it `se`)."""
-  from flax_attn.attention.se import SqueezeExcite  # pylint: disable=g-import-not-at-top
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+  """How the PyTorch model of the same architecture names its modules.
+
+  byobnet: timm's ByobNet keys (stem.convN.conv, stages.i.j.conv1_1x1.conv,
+    head.fc; gcresnet50t), chosen by the block's `torch_layout`; else the
+    torchvision / timm ResNet keys (conv1, layerN.M.conv1, fc).
+  deep_stem: timm's deep stem, a Sequential conv1.{0,1,3,4,6}.
+  avg_down: the shortcut is Sequential(AvgPool2d, conv, bn).
+  attn_names: our block-attention submodule -> timm's (the attention class's
+    `timm_names`); empty when timm has no such module.
+  """
+  byobnet: bool = False
+  deep_stem: bool = False
+  avg_down: bool = False
+  attn_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+  @property
+  def head(self) -> str:
+    return 'head.fc' if self.byobnet else 'fc'
+
+
+def _layout(model) -> _Layout:
+  """The layout of `model`'s PyTorch counterpart, from its fields."""
+  from flax_attn.models.resnet import BLOCKS  # pylint: disable=g-import-not-at-top
+  block = BLOCKS.get(getattr(model, 'block', None))
   factory = getattr(model, 'attn', None)
-  cls = getattr(factory, 'func', factory)
-  return isinstance(cls, type) and issubclass(cls, SqueezeExcite)
+  names = {}
+  if factory is not None:
+    try:  # an unbound instance only reads the options (no variables)
+      names = dict(getattr(factory(), 'timm_names', None) or {})
+    except TypeError:  # a factory that needs arguments: no timm names
+      names = {}
+  return _Layout(
+      byobnet=getattr(block, 'torch_layout', 'resnet') == 'byobnet',
+      deep_stem=bool(getattr(model, 'stem_type', '')),
+      avg_down=(getattr(model, 'avg_down', False)
+                or getattr(model, 'shortcut', 'B') == 'D'),
+      attn_names=names)
 
 
-def _torch_module(module_path: Tuple[str, ...], se: bool
-                  ) -> Optional[Tuple[str, bool]]:
+# ResNet layout: the deep stem's Sequential indices (conv, BN, act) x 3.
+_DEEP_STEM = {'conv_stem1': 'conv1.0', 'bn_stem1': 'conv1.1',
+              'conv_stem2': 'conv1.3', 'bn_stem2': 'conv1.4',
+              'conv_stem': 'conv1.6', 'bn_stem': 'bn1'}
+_BYOB_STEM = {'conv_stem1': 'stem.conv1.conv', 'bn_stem1': 'stem.conv1.bn',
+              'conv_stem2': 'stem.conv2.conv', 'bn_stem2': 'stem.conv2.bn',
+              'conv_stem': 'stem.conv3.conv', 'bn_stem': 'stem.conv3.bn'}
+_BYOB_CONVS = {'1': 'conv1_1x1', '2': 'conv2_kxk', '3': 'conv3_1x1'}
+# A selective-kernel conv's submodules (timm's SelectiveKernel).
+_SK_PARTS = {'fc_reduce': 'attn.fc_reduce', 'attn_bn': 'attn.bn',
+             'fc_select': 'attn.fc_select'}
+
+
+def _torch_module(module_path: Tuple[str, ...], layout: _Layout,
+                  sk_block: bool = False) -> Optional[Tuple[str, bool]]:
   """(PyTorch module name, is nn.Linear) for one of our modules, or None
-  when the module has no counterpart in a PyTorch ResNet."""
-  if module_path == ('conv_stem',):
-    return 'conv1', False
-  if module_path == ('bn_stem',):
-    return 'bn1', False
+  when the module has no counterpart in the PyTorch model. `sk_block`: the
+  block holds a selective-kernel conv (timm's SK blocks wrap every conv in
+  ConvNormAct: conv1.conv, conv1.bn)."""
   if module_path in (('head', 'fc'), ('head', 'classifier')):
-    return 'fc', True
+    return layout.head, True
+  if len(module_path) == 1:
+    stem = module_path[0]
+    if layout.byobnet:
+      target = _BYOB_STEM.get(stem)
+    elif layout.deep_stem:
+      target = _DEEP_STEM.get(stem)
+    else:
+      target = {'conv_stem': 'conv1', 'bn_stem': 'bn1'}.get(stem)
+    return (target, False) if target else None
   block = _BLOCK.fullmatch(module_path[0]) if module_path else None
   if block is None:
     return None
-  prefix = f'layer{block.group(1)}.{block.group(2)}'
+  stage, index = int(block.group(1)), block.group(2)
+  prefix = (f'stages.{stage - 1}.{index}' if layout.byobnet
+            else f'layer{stage}.{index}')
   rest = module_path[1:]
   if len(rest) == 1 and rest[0] in _BLOCK_LAYERS:
+    kind, number = rest[0][:-1], rest[0][-1]
+    if layout.byobnet:
+      return f'{prefix}.{_BYOB_CONVS[number]}.{kind}', False
+    if sk_block:
+      return f'{prefix}.conv{number}.{kind}', False
     return f'{prefix}.{rest[0]}', False
   if rest in (('shortcut', 'conv'), ('shortcut', 'bn')):
-    return f'{prefix}.downsample.{0 if rest[1] == "conv" else 1}', False
+    if layout.byobnet:
+      return f'{prefix}.shortcut.{rest[1]}', False
+    first = 1 if layout.avg_down else 0  # downsample.0 is the AvgPool2d
+    return (f'{prefix}.downsample.{first + (rest[1] == "bn")}', False)
   if len(rest) == 2 and rest[0] == 'multiscale':
     split = re.fullmatch(r'(convs|bns)_(\d+)', rest[1])
     if split:
       return f'{prefix}.{split.group(1)}.{split.group(2)}', False
-  if se and rest in (('attn', 'fc1'), ('attn', 'fc2')):
-    return f'{prefix}.se.{rest[1]}', False
+  if len(rest) == 2 and rest[0] in _BLOCK_LAYERS:  # a selective-kernel conv
+    path = re.fullmatch(r'path(\d+)_(conv|bn)', rest[1])
+    part = (f'paths.{path.group(1)}.{path.group(2)}' if path
+            else _SK_PARTS.get(rest[1]))
+    if part:
+      return f'{prefix}.{rest[0]}.{part}', False
+  if len(rest) == 2 and rest[0] == 'attn' and rest[1] in layout.attn_names:
+    # timm names a ResNet block's attention `se` whatever its type.
+    attn = 'attn' if layout.byobnet else 'se'
+    return f'{prefix}.{attn}.{layout.attn_names[rest[1]]}', False
   return None
 
 
 def _plan(model, abstract: Mapping[str, Any]
           ) -> Tuple[List[_Entry], List[Tuple[str, ...]]]:
-  """Splits the model's variables into those a PyTorch ResNet checkpoint
-  holds (entries, in model order) and the rest (paths)."""
-  se = _is_squeeze_excite(model)
+  """Splits the model's variables into those the PyTorch model's
+  checkpoint holds (entries, in model order) and the rest (paths)."""
+  layout = _layout(model)
   flat = traverse_util.flatten_dict(
       {c: abstract[c] for c in ('params', 'batch_stats') if c in abstract})
+  sk_blocks = {path[1] for path in flat
+               if len(path) > 3 and re.fullmatch(r'path\d+_conv', path[3])}
   entries, others = [], []
   for path, leaf in sorted(flat.items(), key=lambda item: _model_order(item[0])):
-    target = _torch_module(path[1:-1], se)
+    target = _torch_module(path[1:-1], layout, path[1] in sk_blocks)
     if target is None or path[-1] not in _LEAF_NAMES:
       others.append(path)
       continue
     module, linear = target
     entries.append(_Entry(path, f'{module}.{_LEAF_NAMES[path[-1]]}',
-                          tuple(leaf.shape), linear, module == 'fc'))
+                          tuple(leaf.shape), linear, module == layout.head))
   return entries, others
 
 
 # PyTorch's module order inside the stem and a block, for reports and for
 # naming the *first* key that does not fit.
-_LAYER_RANK = {'conv_stem': 0, 'bn_stem': 1, 'conv1': 0, 'bn1': 1,
+_LAYER_RANK = {'conv_stem1': -4, 'bn_stem1': -3, 'conv_stem2': -2,
+               'bn_stem2': -1, 'conv_stem': 0, 'bn_stem': 1, 'conv1': 0,
+               'bn1': 1, 'fc_reduce': 60, 'attn_bn': 61, 'fc_select': 62,
+               'conv_mask': 0, 'transform_conv1': 1, 'transform_ln': 2,
+               'transform_conv2': 3,
                'multiscale': 2, 'conv2': 2, 'bn2': 3, 'conv3': 4, 'bn3': 5,
                'attn': 6, 'shortcut': 7, 'conv': 0, 'bn': 1}
 _LEAF_RANK = {'kernel': 0, 'scale': 0, 'bias': 1, 'mean': 2, 'var': 3}
@@ -233,6 +331,9 @@ def _model_order(path: Tuple[str, ...]):
       modules.append((1, int(stage.group(1)), block, ''))
     elif part == 'head':
       modules.append((2, 0, 0, ''))
+    elif re.fullmatch(r'path\d+_(conv|bn)', part):  # SK paths, then SK attn
+      modules.append((0, 40 + int(part[4:].split('_')[0]),
+                      int(part.endswith('bn')), ''))
     else:  # digits zero-padded: convs_2 < convs_10
       modules.append((0, _LAYER_RANK.get(part, 50), 0,
                       re.sub(r'\d+', lambda m: m.group().zfill(8), part)))
@@ -316,12 +417,17 @@ def import_torch(model_name: str, state_dict: Mapping[str, Any],
   from flax_attn.models import create_model  # pylint: disable=g-import-not-at-top
   state_dict = {k: v for k, v in state_dict.items()
                 if not k.endswith(_IGNORED_SUFFIXES)}
-  file_classes = (_shape(state_dict['fc.weight'])[0]
-                  if 'fc.weight' in state_dict else None)
+  # The layout (hence the classifier's key) does not depend on the class
+  # count: read it from a model of any count (no initialisation).
+  head = _layout(create_model(model_name, num_classes=num_classes or 1,
+                              **model_kwargs)).head
+  file_classes = (_shape(state_dict[f'{head}.weight'])[0]
+                  if f'{head}.weight' in state_dict else None)
   if num_classes is None:
     if file_classes is None:
-      raise CheckpointError('the checkpoint has no classifier (fc.weight); '
-                            'pass num_classes for a new head')
+      raise CheckpointError(f'the checkpoint has no classifier '
+                            f'({head}.weight); pass num_classes for a new '
+                            'head')
     num_classes = file_classes
   model = create_model(model_name, num_classes=num_classes, **model_kwargs)
   abstract = _abstract_variables(model, image_size)
@@ -330,12 +436,14 @@ def import_torch(model_name: str, state_dict: Mapping[str, Any],
     raise CheckpointError(f'model {model_name!r} has no layer a PyTorch '
                           'ResNet checkpoint names (conv1, bn1, layerN.M...)')
   new_head = file_classes != num_classes
-  # A plain ResNet file for an SE model: SE is new, like any attention.
-  new_se = not any('.se.' in k for k in state_dict)
+  # A plain ResNet file for an SE / ECA model: the attention is new, like
+  # any attention (one attention key present makes every one required).
+  new_attn = not any(e.torch_key in state_dict for e in entries
+                     if e.is_attention)
   fresh = list(others)
   values: Dict[Tuple[str, ...], np.ndarray] = {}
   for e in entries:
-    if (e.is_head and new_head) or (e.is_attention and new_se):
+    if (e.is_head and new_head) or (e.is_attention and new_attn):
       fresh.append(e.path)
       continue
     if e.torch_key not in state_dict:
@@ -351,7 +459,8 @@ def import_torch(model_name: str, state_dict: Mapping[str, Any],
   used = {e.torch_key for e in entries if e.path in values}
   unused = [k for k in state_dict if k not in used]
   if strict:
-    unexpected = [k for k in unused if not (new_head and k.startswith('fc.'))]
+    unexpected = [k for k in unused
+                  if not (new_head and k.startswith(f'{head}.'))]
     if unexpected:
       raise CheckpointError(
           f'checkpoint key {unexpected[0]!r} (shape '

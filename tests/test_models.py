@@ -27,6 +27,18 @@ REFERENCE_PARAMS = {
     'wide_resnet50_2': 68_883_240,
     'wide_resnet101_2': 126_886_696,
     'seresnet50': 28_088_024,
+    # timm 1.0.31, sum(p.numel() for p in timm.create_model(name).parameters())
+    'resnet26d': 16_014_408,
+    'resnet50d': 25_576_264,
+    'resnet101d': 44_568_392,
+    'seresnext26d_32x4d': 16_809_512,
+    'seresnext50_32x4d': 27_559_896,
+    'ecaresnet26t': 16_011_916,
+    'ecaresnet50d': 25_576_350,
+    'ecaresnet50t': 25_573_814,
+    'ecaresnet101d': 44_568_563,
+    'skresnext50_32x4d': 27_479_784,
+    'gcresnet50t': 25_897_080,
 }
 
 
@@ -234,3 +246,47 @@ def test_shortcut_a_is_parameter_free_zero_padding():
   model_b = model.clone(shortcut='B')
   vb = abstract_variables(model_b, (1, 8, 8, 1))
   assert param_count(vb['params']) - param_count(v['params']) == 4 * 8 + 2 * 8
+
+
+def test_resnet_d_stems_and_options():
+  """timm's deep stems (conv widths); bad values fail in one line."""
+  v = abstract_variables(flax_attn.create_model('ecaresnet26t'),
+                         (1, 64, 64, 3))['params']
+  assert [v[k]['kernel'].shape[-1] for k in ('conv_stem1', 'conv_stem2',
+                                             'conv_stem')] == [24, 32, 64]
+  deep = abstract_variables(flax_attn.create_model(
+      'resnet26', stem_type='deep', stem_width=16), (1, 64, 64, 3))['params']
+  assert [deep[k]['kernel'].shape[-1] for k in ('conv_stem1', 'conv_stem2',
+                                                'conv_stem')] == [16, 16, 32]
+  for kwargs, message in ((dict(stem_type='deep_tierd'), 'unknown stem_type '
+                           "'deep_tierd'; valid: '', 'deep', 'deep_tiered'"),
+                          (dict(stem_pool=''), "stem_pool='' needs a deep"),
+                          (dict(shortcut='A', avg_down=True),
+                           'avg_down needs projection shortcuts')):
+    with pytest.raises(ValueError, match=message):
+      abstract_variables(flax_attn.create_model('resnet18', **kwargs),
+                         (1, 32, 32, 3))
+
+
+def test_avg_down_shortcut_pools_with_ceil_mode_then_projects():
+  """'D' shortcut: 2x2/2 mean (on odd sizes the last window averages what
+  is left: ceil_mode, count_include_pad=False), 1x1 conv, BN (eval)."""
+  from flax_attn.models.layers import make_conv, make_norm  # pylint: disable=g-import-not-at-top
+  from flax_attn.models.resnet import Shortcut  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 5, 5, 4)).astype(np.float32)
+  kernel = rng.standard_normal((1, 1, 4, 8)).astype(np.float32)
+  scale, bias, mean = (rng.standard_normal(8).astype(np.float32)
+                       for _ in range(3))
+  var = rng.uniform(0.5, 2.0, 8).astype(np.float32)
+  module = Shortcut(8, 2, make_conv(jnp.float32), make_norm(False, jnp.float32),
+                    kind='D')
+  out = module.apply({'params': {'conv': {'kernel': kernel},
+                                 'bn': {'scale': scale, 'bias': bias}},
+                      'batch_stats': {'bn': {'mean': mean, 'var': var}}}, x)
+  pooled = np.stack([np.stack([x[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
+                               .mean(axis=(1, 2)) for j in range(3)], 1)
+                     for i in range(3)], 1)
+  ref = (pooled @ kernel[0, 0] - mean) / np.sqrt(var + 1e-5) * scale + bias
+  chex.assert_shape(out, (2, 3, 3, 8))
+  np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)

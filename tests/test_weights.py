@@ -4,7 +4,9 @@ The references are PyTorch models of the same architectures written in
 tests/torch_resnets.py after torchvision / timm (torchvision is not installed
 here), with random weights and non-trivial BN statistics. Forward equivalence
 runs at 64x64 for the ImageNet-50-sized models; the 101/152-layer models are
-checked by key and shape only (abstract shapes, no compute).
+checked by key and shape only (abstract shapes, no compute). timm's attention
+networks (ResNet-D/-T, SE / ECA / SK / GC) run at 40x40, where stages 3 and 4
+see odd sizes (5, 3) and the average-pool shortcuts' ceil_mode windows matter.
 """
 import functools
 import os
@@ -32,16 +34,27 @@ FORWARD_MODELS = ('resnet18', 'resnet50', 'resnext50_32x4d',
                   'wide_resnet50_2', 'res2net50_26w_4s', 'seresnet50')
 SHAPE_ONLY_MODELS = ('resnet34', 'resnet101', 'resnet152', 'resnext101_32x8d',
                      'wide_resnet101_2')
+# timm's attention networks (flax_attn/models/zoo/timm_resnets.py and the SK
+# models of zoo/comparators.py): logits for one of each stem / attention /
+# layout (resnet26d's parts are all in seresnext26d_32x4d), keys and shapes
+# for all.
+TIMM_IMAGE = 40
+TIMM_FORWARD = ('seresnext26d_32x4d', 'ecaresnet26t', 'skresnet18',
+                'gcresnet50t')
+TIMM_SHAPE_ONLY = ('resnet26d', 'resnet50d', 'resnet101d', 'seresnext50_32x4d',
+                   'ecaresnet50d', 'ecaresnet50t', 'ecaresnet101d',
+                   'skresnet34', 'skresnext50_32x4d')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @functools.lru_cache(maxsize=None)
-def torch_reference(name):
+def torch_reference(name, image=IMAGE, stats_batch=2):
   """(state dict, NHWC images, PyTorch logits) of a randomised model."""
   with torch.device('meta'):  # skip PyTorch's default init: randomize sets all
     model = torch_resnets.MODELS[name]()
-  model = torch_resnets.randomize(model.to_empty(device='cpu'), seed=1)
-  images = torch.randn(2, 3, IMAGE, IMAGE,
+  model = torch_resnets.randomize(model.to_empty(device='cpu'), seed=1,
+                                  batch=stats_batch, size=image)
+  images = torch.randn(2, 3, image, image,
                        generator=torch.Generator().manual_seed(2))
   with torch.no_grad():
     logits = model(images).numpy()
@@ -79,6 +92,83 @@ def test_logits_match_pytorch(name):
   assert_logits_close(logits, expected)
 
 
+@pytest.mark.parametrize('name', TIMM_FORWARD)
+def test_timm_attention_networks_logits_match(name):
+  # BN statistics of 8 images: SK's attention BN normalises pooled vectors,
+  # whose statistics over 2 images make a badly conditioned network.
+  state_dict, images, expected = torch_reference(name, TIMM_IMAGE, 8)
+  variables, report = weights.import_torch(name, state_dict,
+                                           image_size=TIMM_IMAGE)
+  want = {k for k in state_dict if not k.endswith('num_batches_tracked')}
+  assert not report.unused and not report.fresh
+  assert len(report.loaded) == len(want)
+  logits = apply(create_model(name), variables, images)
+  chex.assert_shape(logits, (2, 1000))
+  assert_logits_close(logits, expected)
+
+
+def random_state_dict(name, seed=0):
+  """Random arrays of the PyTorch reference's keys and shapes (no compute)."""
+  with torch.device('meta'):
+    reference = torch_resnets.MODELS[name]()
+  rng = np.random.default_rng(seed)
+  return {k: rng.standard_normal(tuple(v.shape)).astype(np.float32)
+          for k, v in reference.state_dict().items()
+          if not k.endswith('num_batches_tracked')}
+
+
+def test_timm_layouts_of_single_arrays():
+  """Deep stem, avg_down shortcut, ECA's Conv1d, SK and ByobNet GC keys."""
+  sd = random_state_dict('ecaresnet26t')
+  p = flat(weights.from_torch('ecaresnet26t', sd, image_size=IMAGE)['params'])
+  np.testing.assert_array_equal(p['conv_stem2/kernel'],
+                                sd['conv1.3.weight'].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(p['bn_stem1/scale'], sd['conv1.1.weight'])
+  np.testing.assert_array_equal(p['bn_stem/bias'], sd['bn1.bias'])
+  np.testing.assert_array_equal(p['stage3_block0/shortcut/conv/kernel'][0, 0],
+                                sd['layer3.0.downsample.1.weight'][:, :, 0,
+                                                                   0].T)
+  np.testing.assert_array_equal(p['stage4_block1/attn/conv/kernel'][:, 0, 0],
+                                sd['layer4.1.se.conv.weight'][0, 0])
+  chex.assert_shape(p['stage4_block1/attn/conv/kernel'], (7, 1, 1))
+  gc_sd = random_state_dict('gcresnet50t')
+  gc = flat(weights.from_torch('gcresnet50t', gc_sd,
+                               image_size=IMAGE)['params'])
+  np.testing.assert_array_equal(
+      gc['stage2_block3/attn/transform_conv1/kernel'],
+      gc_sd['stages.1.3.attn.mlp_add.fc1.weight'][:, :, 0, 0].T)
+  np.testing.assert_array_equal(gc['stage2_block3/attn/transform_ln/scale'],
+                                gc_sd['stages.1.3.attn.mlp_add.norm.weight'])
+  np.testing.assert_array_equal(gc['head/fc/bias'], gc_sd['head.fc.bias'])
+  sk_sd = random_state_dict('skresnet18')
+  sk = flat(weights.from_torch('skresnet18', sk_sd,
+                               image_size=IMAGE)['params'])
+  np.testing.assert_array_equal(
+      sk['stage2_block0/conv1/fc_select/kernel'],
+      sk_sd['layer2.0.conv1.attn.fc_select.weight'][:, :, 0, 0].T)
+  np.testing.assert_array_equal(
+      sk['stage2_block0/conv1/path1_conv/kernel'],
+      sk_sd['layer2.0.conv1.paths.1.conv.weight'].transpose(2, 3, 1, 0))
+
+
+def test_plain_resnet_d_file_gives_eca_fresh_and_byobnet_heads_are_new():
+  shapes = weights.torch_shapes('resnet50d', image_size=IMAGE)
+  zeros = {k: np.zeros(v, np.float32) for k, v in shapes.items()}
+  _, report = weights.import_torch('ecaresnet50d', zeros, init_fresh=False,
+                                   image_size=IMAGE)
+  assert len(report.loaded) == len(shapes) and not report.unused
+  assert sorted(report.fresh) == sorted(
+      f'params/stage{s}_block{b}/attn/conv/kernel'
+      for s, n in zip((1, 2, 3, 4), (3, 4, 6, 3)) for b in range(n))
+  # ByobNet's classifier is head.fc: another class count makes it new.
+  _, report = weights.import_torch('gcresnet50t',
+                                   random_state_dict('gcresnet50t'),
+                                   num_classes=10, init_fresh=False,
+                                   image_size=IMAGE)
+  assert report.unused == ('head.fc.weight', 'head.fc.bias')
+  assert report.fresh == ('params/head/fc/kernel', 'params/head/fc/bias')
+
+
 def test_layout_conversion_of_single_arrays():
   """Conv OIHW -> HWIO, linear (out, in) -> (in, out), BN statistics."""
   state_dict, _, _ = torch_reference('seresnet50')
@@ -104,10 +194,11 @@ def test_layout_conversion_of_single_arrays():
 
 @functools.lru_cache(maxsize=None)
 def torch_shapes(name):
-  return weights.torch_shapes(name)
+  return weights.torch_shapes(name, image_size=IMAGE)  # shapes: any size
 
 
-@pytest.mark.parametrize('name', FORWARD_MODELS + SHAPE_ONLY_MODELS)
+@pytest.mark.parametrize('name', FORWARD_MODELS + SHAPE_ONLY_MODELS +
+                         TIMM_FORWARD + TIMM_SHAPE_ONLY)
 def test_key_and_shape_mapping_covers_the_pytorch_model(name):
   with torch.device('meta'):  # shapes only, no memory, no compute
     reference = torch_resnets.MODELS[name]()
@@ -386,3 +477,24 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
                            str(tmp_path / 'out')]) == 2
   assert capsys.readouterr().err == (
       f"error: checkpoint file '{missing}' does not exist\n")
+
+
+def test_fine_grained_config_without_weights_warns_in_one_line():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      'csca_resnet50_cub', os.path.join(REPO, 'configs',
+                                        'csca_resnet50_cub.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  assert train.no_pretrained_warning(config) == (
+      'warning: caltech_birds2011 trains from scratch (no '
+      'config.pretrained_path); fine-grained recipes start from ImageNet '
+      'weights: python -m flax_attn.convert --model csca_resnet50 '
+      'CHECKPOINT.pth OUT_DIR, then --config.pretrained_path=OUT_DIR')
+  # The config's docstring documents that command.
+  assert 'python -m flax_attn.convert --model csca_resnet50' in module.__doc__
+  config.pretrained_path = 'pretrained/csca_resnet50'
+  assert train.no_pretrained_warning(config) is None
+  config.pretrained_path, config.dataset = '', 'cifar10'
+  assert train.no_pretrained_warning(config) is None

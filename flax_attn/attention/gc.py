@@ -19,6 +19,11 @@ pooled vector with an element-wise affine, eps 1e-5; the last conv of the
 transform is zero-initialised, so with 'add' fusion the block starts as the
 identity.
 
+timm's `GlobalContext` (its 'gca' attention, gcresnet50t) differs in
+constants only: r = 8, C/r rounded to the nearest integer
+(`make_divisible(C / 8, 1)`), LayerNorm eps 1e-6; the named model
+gcresnet50t passes `reduction=8, rd_divisor=1, ln_epsilon=1e-6`.
+
 Placement: after the last norm of a residual block, before the residual
 addition (the ablation's "after 1x1" position). The authors apply it to
 every block of stages c3-c5 (res3-res5; mmdetection's `r16_gcb_c3-c5` configs,
@@ -26,12 +31,13 @@ every block of stages c3-c5 (res3-res5; mmdetection's `r16_gcb_c3-c5` configs,
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from flax_attn.attention.common import make_divisible
 from flax_attn.ops import Conv
 from flax_attn.registry import register_attention
 
@@ -45,11 +51,24 @@ class GlobalContext(nn.Module):
   Attributes:
     reduction: r, the transform's bottleneck ratio (C/r hidden channels).
     fusion: 'add' (z = x + t) or 'scale' (z = x * sigmoid(t)).
+    rd_divisor: None: C/r is int(C / r) (the authors' code); an int: C/r
+      rounded to the nearest multiple of it (timm's make_divisible, 1 there).
+    ln_epsilon: the LayerNorm's epsilon (authors 1e-5, timm 1e-6).
     dtype: compute dtype.
   """
   reduction: float = 16
   fusion: str = 'add'
+  rd_divisor: Optional[int] = None
+  ln_epsilon: float = 1e-5
   dtype: Any = jnp.float32
+
+  @property
+  def timm_names(self):
+    """Our submodule -> timm's `GlobalContext` submodule (flax_attn.weights);
+    timm names the transform after the fusion it feeds."""
+    mlp = 'mlp_add' if self.fusion == 'add' else 'mlp_scale'
+    return {'conv_mask': 'conv_attn', 'transform_conv1': f'{mlp}.fc1',
+            'transform_ln': f'{mlp}.norm', 'transform_conv2': f'{mlp}.fc2'}
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -58,7 +77,10 @@ class GlobalContext(nn.Module):
       raise ValueError(f'GC fusion {self.fusion!r} is not one of '
                        f'{", ".join(FUSIONS)}')
     n, h, w, channels = x.shape
-    hidden = max(1, int(channels / self.reduction))
+    if self.rd_divisor is None:
+      hidden = max(1, int(channels / self.reduction))
+    else:
+      hidden = make_divisible(channels / self.reduction, self.rd_divisor)
     xc = x.astype(self.dtype)
     # (a) Context modelling: one logit per position, softmax over positions.
     logits = Conv(1, (1, 1), dtype=self.dtype, name='conv_mask',
@@ -69,7 +91,8 @@ class GlobalContext(nn.Module):
     self.sow('intermediates', 'context_weights', alpha.reshape(n, h, w, 1))
     # (b) Transform: 1x1 conv -> LayerNorm -> ReLU -> 1x1 conv.
     t = nn.Dense(hidden, dtype=self.dtype, name='transform_conv1')(context)
-    t = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='transform_ln')(t)
+    t = nn.LayerNorm(epsilon=self.ln_epsilon, dtype=self.dtype,
+                     name='transform_ln')(t)
     t = nn.relu(t)
     t = nn.Dense(channels, dtype=self.dtype, name='transform_conv2',
                  kernel_init=nn.initializers.zeros)(t)

@@ -35,6 +35,10 @@ class SqueezeExcite(nn.Module):
   rd_divisor: int = 8
   dtype: Any = jnp.float32
 
+  # Our submodule -> timm's (`SEModule.fc1/fc2`, 1x1 convs with bias), for
+  # flax_attn.weights.
+  timm_names = {'fc1': 'fc1', 'fc2': 'fc2'}
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train  # no batch statistics

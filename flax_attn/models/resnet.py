@@ -30,6 +30,10 @@ class Shortcut(nn.Module):
   """The residual branch: identity, or a projection when the shape changes.
 
   `kind='B'`: 1x1 conv (with stride) + norm (torchvision, timm).
+  `kind='D'`: 2x2 average pool with the stride, then 1x1 conv + norm: the
+  "ResNet-D" shortcut of He et al. 2019 ("Bag of Tricks", Sec. 4.1), timm's
+  `avg_down` (AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False):
+  on odd sizes the last window holds what is left and averages only that).
   `kind='A'`: stride-subsample and zero-pad the new channels, no parameters
   (He et al. 2016's CIFAR ResNets, Sec. 4.2).
   """
@@ -48,8 +52,14 @@ class Shortcut(nn.Module):
       extra = self.features - x.shape[-1]
       return jnp.pad(x, ((0, 0), (0, 0), (0, 0),
                          (extra // 2, extra - extra // 2)))
-    x = self.conv(self.features, (1, 1), (self.strides, self.strides),
-                  name='conv')(x)
+    strides = self.strides
+    if self.kind == 'D' and strides > 1:
+      h, w = x.shape[1:3]
+      x = nn.avg_pool(x, (2, 2), (strides, strides),
+                      padding=((0, h % 2), (0, w % 2)),
+                      count_include_pad=False)
+      strides = 1
+    x = self.conv(self.features, (1, 1), (strides, strides), name='conv')(x)
     return self.norm(name='bn')(x)
 
 
@@ -247,6 +257,11 @@ BLOCKS: Dict[str, Any] = {
 }
 
 STEMS = ('imagenet', 'small')
+# timm's `stem_type` of the ImageNet stem: '' one 7x7 conv of stem_width;
+# 'deep' three 3x3 convs of widths (w, w, 2w); 'deep_tiered'
+# (3 (w // 4), w, 2w).
+STEM_TYPES = ('', 'deep', 'deep_tiered')
+STEM_POOLS = ('max', '')
 
 
 class ResNet(nn.Module):
@@ -260,10 +275,21 @@ class ResNet(nn.Module):
     stage_strides: stride of each stage's first block.
     stem: 'imagenet' (7x7/2 conv + 3x3/2 max-pool) or 'small' (3x3/1 conv,
       no pool) for 32x32 / small images.
-    stem_width: channels of the stem conv.
+    stem_width: channels of the stem conv; of a deep stem's first convs
+      (it ends with 2 * stem_width channels, as timm's).
+    stem_type: the ImageNet stem, timm's `stem_type`: '' (one 7x7/2 conv),
+      'deep' (3x3/2, 3x3, 3x3 convs of stem_width, stem_width,
+      2 stem_width channels, each but the last followed by BN + act; timm's
+      ResNet-C/D stem) or 'deep_tiered' (widths 3 (stem_width // 4),
+      stem_width, 2 stem_width; timm's '-T' models).
+    stem_pool: 'max' (3x3/2 max-pool after the stem) or '' (no pool; the
+      stem's last conv strides 2 instead, as timm's ByobNet stems do).
     widen_factor: multiplies `stage_widths` (WRN-28-10, CSM's WRN-18 x1.5).
     block_kwargs: extra block fields (groups, base_width, scale).
-    shortcut: 'B' projection or 'A' zero-pad (CIFAR ResNets of He 2016).
+    shortcut: 'B' projection, 'D' average pool + projection (ResNet-D) or
+      'A' zero-pad (CIFAR ResNets of He 2016).
+    avg_down: timm's name for shortcut='D': projection shortcuts
+      average-pool before their stride-1 1x1 conv (ResNet-D).
     zero_init_last: zero-initialise the last BN scale of each block.
     attn: block attention factory or None.
     stage_attn: per-stage attention factory or None.
@@ -284,9 +310,12 @@ class ResNet(nn.Module):
   stage_strides: Sequence[int] = (1, 2, 2, 2)
   stem: str = 'imagenet'
   stem_width: int = 64
+  stem_type: str = ''
+  stem_pool: str = 'max'
   widen_factor: float = 1.0
   block_kwargs: Dict[str, Any] = None
   shortcut: str = 'B'
+  avg_down: bool = False
   zero_init_last: bool = False
   attn: Factory = None
   stage_attn: Factory = None
@@ -304,8 +333,7 @@ class ResNet(nn.Module):
     if x.ndim != 4:
       raise ValueError(f'expected images of shape (batch, height, width, '
                        f'channels), got shape {tuple(x.shape)}')
-    if self.stem not in STEMS:
-      raise ValueError(f'unknown stem {self.stem!r}; valid: {", ".join(STEMS)}')
+    self._check_options()
     if len(self.stage_widths) < len(self.stage_sizes) or len(
         self.stage_strides) < len(self.stage_sizes):
       raise ValueError(f'stage_widths {tuple(self.stage_widths)} and '
@@ -323,13 +351,14 @@ class ResNet(nn.Module):
     attn = self._with_dtype(self.attn)
     stage_attn = self._with_dtype(self.stage_attn)
     features = {}
+    shortcut = 'D' if self.avg_down else self.shortcut
 
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':
-      x = conv(self.stem_width, (7, 7), (2, 2), name='conv_stem')(x)
-      x = self.act(norm(name='bn_stem')(x))
+      x = self._imagenet_stem(x, conv, norm)
       features['stem'] = x
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+      if self.stem_pool == 'max':
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
       x = conv(self.stem_width, (3, 3), name='conv_stem')(x)
       x = self.act(norm(name='bn_stem')(x))
@@ -340,7 +369,7 @@ class ResNet(nn.Module):
       for j in range(num_blocks):
         strides = self.stage_strides[i] if j == 0 else 1
         x = block_cls(width, strides, conv=conv, norm=norm, act=self.act,
-                      attn=attn, shortcut=self.shortcut,
+                      attn=attn, shortcut=shortcut,
                       zero_init_last=self.zero_init_last,
                       **(self.block_kwargs or {}),
                       name=f'stage{i + 1}_block{j}')(x, train=train)
@@ -359,6 +388,46 @@ class ResNet(nn.Module):
     if return_features:
       return logits, features
     return logits
+
+  def _check_options(self):
+    """Unknown stem / shortcut options fail in one line naming the valid."""
+    for field, value, valid in (('stem', self.stem, STEMS),
+                                ('stem_type', self.stem_type, STEM_TYPES),
+                                ('stem_pool', self.stem_pool, STEM_POOLS),
+                                ('shortcut', self.shortcut, ('A', 'B', 'D'))):
+      if value not in valid:
+        raise ValueError(f'unknown {field} {value!r}; valid: '
+                         f'{", ".join(map(repr, valid))}')
+    if self.stem == 'small' and (self.stem_type or self.stem_pool != 'max'):
+      raise ValueError(f'stem_type {self.stem_type!r} / stem_pool '
+                       f'{self.stem_pool!r} need stem=\'imagenet\'; the '
+                       'small stem is one 3x3 conv')
+    if self.avg_down and self.shortcut == 'A':
+      raise ValueError(f'avg_down needs projection shortcuts '
+                       f"(shortcut='B'), not {self.shortcut!r}")
+
+  def _imagenet_stem(self, x, conv, norm):
+    """conv(s) + norm + act: 7x7/2, or timm's deep 3x3 stack.
+
+    Deep stems name their first two convs conv_stem1/2 (bn_stem1/2); the
+    last conv and norm are conv_stem / bn_stem, as in the 7x7 stem. Without
+    a pool the last conv strides 2 (total stride 4 either way).
+    """
+    last_strides = (1, 1) if self.stem_pool == 'max' else (2, 2)
+    if not self.stem_type:
+      if self.stem_pool != 'max':
+        raise ValueError("stem_pool='' needs a deep stem_type ('deep' or "
+                         "'deep_tiered')")
+      x = conv(self.stem_width, (7, 7), (2, 2), name='conv_stem')(x)
+      return self.act(norm(name='bn_stem')(x))
+    first = (3 * (self.stem_width // 4) if self.stem_type == 'deep_tiered'
+             else self.stem_width)
+    for i, (width, strides) in enumerate(((first, (2, 2)),
+                                          (self.stem_width, (1, 1)))):
+      x = conv(width, (3, 3), strides, name=f'conv_stem{i + 1}')(x)
+      x = self.act(norm(name=f'bn_stem{i + 1}')(x))
+    x = conv(2 * self.stem_width, (3, 3), last_strides, name='conv_stem')(x)
+    return self.act(norm(name='bn_stem')(x))
 
   def _with_dtype(self, factory: Factory) -> Factory:
     if factory is None:
