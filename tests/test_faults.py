@@ -389,6 +389,14 @@ def _run(script, *args, timeout=240):
 TINY = os.path.join(REPO, 'tests', 'tiny_config.py')
 
 
+@pytest.fixture(scope='module')
+def cache_flag(tmp_path_factory):
+  """One persistent compilation cache for this module's command-line runs
+  (the same flags and program: each later start loads the compiled steps)."""
+  return ('--config.compilation_cache_dir='
+          f'{tmp_path_factory.mktemp("jax_cache")}')
+
+
 def test_cli_inputs_fail_with_one_line(tmp_path):
   bad_syntax = tmp_path / 'bad.py'
   bad_syntax.write_text('def get_config(:\n  pass\n')
@@ -436,9 +444,9 @@ def test_cli_inputs_fail_with_one_line(tmp_path):
 
 
 def test_sigint_saves_and_exits_130_and_eval_reads_the_workdir_config(
-    tmp_path):
+    tmp_path, cache_flag):
   work = tmp_path / 'work'
-  proc = _cli('train.py', '--config', TINY, '--workdir', work,
+  proc = _cli('train.py', '--config', TINY, '--workdir', work, cache_flag,
               '--config.num_train_steps=100000',
               '--config.checkpoint_every_steps=1000')
   try:
@@ -463,12 +471,13 @@ def test_sigint_saves_and_exits_130_and_eval_reads_the_workdir_config(
   assert json.loads(out.strip().splitlines()[-1])['step'] == stopped
 
 
-def test_kill9_during_saves_resumes_to_the_uninterrupted_result(tmp_path):
+def test_kill9_during_saves_resumes_to_the_uninterrupted_result(tmp_path,
+                                                                 cache_flag):
   """kill -9 at random moments of a run that saves every step."""
   args = ['--config', TINY, '--config.num_train_steps=40',
           '--config.checkpoint_every_steps=1', '--config.keep_checkpoints=2',
           '--config.log_every_steps=10', '--config.eval_every_steps=40',
-          f'--config.compilation_cache_dir={tmp_path / "cache"}']
+          cache_flag]
   rng = random.Random(20)
   work = tmp_path / 'killed'
   kills = 0
@@ -509,7 +518,8 @@ def _in_private_mount(script, timeout=400):
                         env={**os.environ, **CHILD_ENV}, cwd=REPO)
 
 
-def test_full_disk_and_read_only_workdir_fail_with_one_line(tmp_path):
+def test_full_disk_and_read_only_workdir_fail_with_one_line(tmp_path,
+                                                           cache_flag):
   disk = tmp_path / 'disk'
   disk.mkdir()
   out = tmp_path / 'out'
@@ -517,8 +527,7 @@ def test_full_disk_and_read_only_workdir_fail_with_one_line(tmp_path):
   py = sys.executable
   train_cmd = (f'{py} train.py --config {TINY} --workdir {disk}/work '
                '--config.num_train_steps=60 --config.checkpoint_every_steps=6 '
-               '--config.keep_checkpoints=1 --config.compilation_cache_dir='
-               f'{tmp_path}/cache')
+               f'--config.keep_checkpoints=1 {cache_flag}')
   script = f'''
     mount -t tmpfs -o size=300k tmpfs {disk}
     set +e
