@@ -620,10 +620,16 @@ def _train_loop(config, b, state, manager, train_iter, writer, bar, start,
   return {**last_eval, 'step': total_steps}
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str,
-             step: Optional[int] = None) -> Dict[str, Any]:
-  """Restores the latest (or given) checkpoint of `workdir`, evaluates the
-  whole eval split and writes `workdir/eval.json`."""
+def restore_state(config: ml_collections.ConfigDict, workdir: str,
+                  step: Optional[int] = None
+                  ) -> Tuple[Dict[str, Any], TrainState, int]:
+  """The model, mesh, ... of `config` (as training builds them) and the
+  train state of the latest (or given) checkpoint of `workdir`.
+
+  Returns `(built, state, step)`; `built['model']` is the linen module and
+  `state.eval_variables(config.ema_decay > 0)` its variables. What
+  `evaluate` and `flax_attn.visualize` restore with.
+  """
   b = _build(config, workdir)
   manager = create_checkpoint_manager(workdir, config, create=False)
   steps = manager.all_steps() if os.path.isdir(manager.directory) else []
@@ -637,7 +643,18 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise CheckpointError(f'no checkpoint for step {step} in '
                           f'{manager.directory}; available: '
                           f'{", ".join(map(str, sorted(steps)))}')
-  state, _ = restore_checkpoint(manager, step, b['state'], config.model)
+  try:
+    state, _ = restore_checkpoint(manager, step, b['state'], config.model)
+  finally:
+    manager.close()
+  return b, state, int(step)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str,
+             step: Optional[int] = None) -> Dict[str, Any]:
+  """Restores the latest (or given) checkpoint of `workdir`, evaluates the
+  whole eval split and writes `workdir/eval.json`."""
+  b, state, step = restore_state(config, workdir, step)
   with jax.set_mesh(b['mesh']):
     result = run_evaluation(config, state, _make_eval_fn(b),
                             b['batch_sharding'])
@@ -647,5 +664,4 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'eval.json'), 'w') as f:
       json.dump(out, f, indent=2)
-  manager.close()
   return out
