@@ -630,20 +630,20 @@ def restore_state(config: ml_collections.ConfigDict, workdir: str,
   `state.eval_variables(config.ema_decay > 0)` its variables. What
   `evaluate` and `flax_attn.visualize` restore with.
   """
-  b = _build(config, workdir)
   manager = create_checkpoint_manager(workdir, config, create=False)
-  steps = manager.all_steps() if os.path.isdir(manager.directory) else []
-  if not steps:
-    raise CheckpointError(f'no checkpoint in {manager.directory}; train first '
-                          f'with: python train.py --config ... --workdir '
-                          f'{workdir}')
-  if step is None:
-    step = max(steps)
-  elif step not in steps:
-    raise CheckpointError(f'no checkpoint for step {step} in '
-                          f'{manager.directory}; available: '
-                          f'{", ".join(map(str, sorted(steps)))}')
   try:
+    steps = manager.all_steps() if os.path.isdir(manager.directory) else []
+    if not steps:
+      raise CheckpointError(f'no checkpoint in {manager.directory}; train '
+                            'first with: python train.py --config ... '
+                            f'--workdir {workdir}')
+    if step is None:
+      step = max(steps)
+    elif step not in steps:
+      raise CheckpointError(f'no checkpoint for step {step} in '
+                            f'{manager.directory}; available: '
+                            f'{", ".join(map(str, sorted(steps)))}')
+    b = _build(config, workdir)
     state, _ = restore_checkpoint(manager, step, b['state'], config.model)
   finally:
     manager.close()

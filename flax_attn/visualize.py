@@ -404,8 +404,12 @@ def panels(maps: Maps) -> List[Tuple[str, np.ndarray]]:
 
 
 def _short(name: str, width: int = 34) -> str:
+  """A panel title: the module on one line, the map on the next."""
   name = name.replace('/attn/', '/').replace('/features/', '/')
-  return name if len(name) <= width else '...' + name[-(width - 3):]
+  first, _, rest = name.partition('/')
+  lines = [first, rest] if rest else [first]
+  return '\n'.join(l if len(l) <= width else '...' + l[-(width - 3):]
+                   for l in lines)
 
 
 def _caption(maps: Maps, i: int) -> str:
