@@ -63,7 +63,7 @@ def series(rows: Sequence[Dict[str, float]], column: str, x: str = 'step'):
 def curves_figure(workdirs: Sequence[str], labels: Optional[Sequence[str]] =
                   None, x: str = 'step'):
   """A 2 x 2 matplotlib Figure (no pyplot) of every run's curves."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   if x not in ('step', 'epoch'):
     raise UserError(f'--x={x!r} is not valid; valid: step, epoch')
@@ -71,7 +71,7 @@ def curves_figure(workdirs: Sequence[str], labels: Optional[Sequence[str]] =
       os.path.basename(os.path.normpath(w)) or w for w in workdirs]
   runs = [read_metrics(w) for w in workdirs]
   fig = Figure(figsize=(11, 7.5), dpi=100)
-  FigureCanvasAgg(fig)
+  backend_agg.FigureCanvasAgg(fig)
   axes = [fig.add_subplot(2, 2, k + 1) for k in range(len(PANELS))]
   colours = [f'C{k % 10}' for k in range(len(runs))]
   for ax, (title, columns) in zip(axes, PANELS):

@@ -56,6 +56,7 @@ import numpy as np
 
 from flax_attn.attention.csm import PositionAttention
 from flax_attn.attention.non_local import NonLocalBlock
+from flax_attn.errors import ConfigError
 from flax_attn.models import extract_features
 from flax_attn.registry import ATTENTION
 
@@ -342,7 +343,6 @@ def eval_images(config, num_images: int, split: Optional[str] = None
   """The first `num_images` images (and labels) of the eval split, or of
   `split` (either of the dataset's splits), as the model sees them."""
   from flax_attn import data as data_lib  # pylint: disable=g-import-not-at-top
-  from flax_attn.errors import ConfigError  # pylint: disable=g-import-not-at-top
   spec = data_lib.get_dataset_spec(config.dataset)
   valid = (spec.eval_split, spec.train_split)
   if split is not None and split not in valid:
@@ -420,10 +420,10 @@ def _caption(maps: Maps, i: int) -> str:
 
 
 def _new_figure(width: float, height: float):
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   fig = Figure(figsize=(width, height), dpi=100)
-  FigureCanvasAgg(fig)
+  backend_agg.FigureCanvasAgg(fig)
   return fig
 
 
@@ -639,7 +639,6 @@ def visualize(config, workdir: str, out_dir: str, num_images: int = 8,
 
 
 def _parse_query(text: str) -> Tuple[float, float]:
-  from flax_attn.errors import ConfigError  # pylint: disable=g-import-not-at-top
   try:
     row, col = (float(v) for v in text.split(','))
   except ValueError:

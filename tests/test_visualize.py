@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import chex
-import flax
 import jax
 import matplotlib
 import matplotlib.image
@@ -25,7 +24,7 @@ from flax_attn import (create_model, extract_features, init_key, list_attention,
 from flax_attn import plot as plot_lib
 from flax_attn import visualize as vz
 from flax_attn.attention import NotABlockAttentionError
-from flax_attn.errors import ConfigError, UserError
+from flax_attn.errors import CheckpointError, ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IMAGES = 3
@@ -198,7 +197,6 @@ def test_visualize_errors_are_one_line(runs, tmp_path):
     vz.eval_images(config, 2, 'validation')
   with pytest.raises(ConfigError, match='--query'):
     vz._parse_query('2,0.5')
-  from flax_attn.errors import CheckpointError
   with pytest.raises(CheckpointError, match='no checkpoint in'):
     vz.maps_from_workdir(config, str(tmp_path), 2)
 
