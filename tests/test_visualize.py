@@ -249,6 +249,15 @@ def test_every_attention_is_drawn_or_named():
     if name in ('nonlocal', 'csm'):
       assert len(maps.queries) == 3 and all(
           k.endswith('/query_attention') for k in maps.queries), name
+  # MGAN's own head has no linear classifier: its maps are drawn, the CAM
+  # is said to be absent. MLAN's layer, block and group masks are drawn.
+  maps = _abstract_maps(create_model('cifar_resnet8', 10, attn='mgan',
+                                     head='mgan', width=8))
+  assert maps.cam is None and maps.cam_source.startswith('no CAM: the head')
+  assert 'head/features/spatial_map2' in maps.spatial
+  maps = _abstract_maps(create_model('mlan_resnet14', 10, width=4))
+  assert {'stage1_block1/layer_attn1/mask', 'stage3_block_aggregation/attn/mask'
+          } <= set(maps.spatial)
   # Something with nothing to draw is named: CSM's position attention
   # skipped (max_positions) leaves 'spatial_only' nothing.
   model = create_model('cifar_resnet8', 10, attn='csm', width=8,
