@@ -1,12 +1,13 @@
 """flax_attn.visualize and flax_attn.plot on two tiny trained workdirs.
 
-One module-scoped pair of runs (4 steps each, batch 16, width 4, digits):
-an SE-ResNet-8 with the GAP + linear head (the quick start's kind of model)
-and a CBAM-ResNet-8 with the FCN head. The maps are checked against
+Two runs (4 steps each, batch 16, width 4, digits), each trained once per
+session: an SE-ResNet-8 with the GAP + linear head (the quick start's kind
+of model) and a CBAM-ResNet-8 with the FCN head. The maps are checked against
 `extract_features` run here independently, the CAM against Zhou et al.'s
 formula in NumPy, the upsampling against a NumPy bilinear reference, and the
 drawn pixels against the colour map of those normalised values.
 """
+import fcntl
 import os
 import subprocess
 import sys
@@ -46,17 +47,41 @@ def tiny_config(**overrides):
   return config
 
 
+RUNS = {'se': dict(attn='se'), 'cbam_fcn': dict(attn='cbam', head='fcn')}
+
+
+def trained_run(tmp_path_factory, name):
+  """(config, workdir) of run `name`, trained once per test session.
+
+  Under pytest-xdist each worker has its own module fixtures; the workdir
+  lives in the session's shared temp folder behind a file lock, so the
+  first worker that needs a run trains it and the other reuses it.
+  """
+  config = tiny_config(**RUNS[name])
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    base = base.parent / ('runs-' + os.environ.get('PYTEST_XDIST_TESTRUNUID',
+                                                   'shared'))
+  workdir = base / name
+  base.mkdir(parents=True, exist_ok=True)
+  with open(base / f'{name}.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (workdir / 'done').exists():
+      train.train_and_evaluate(config, str(workdir))
+      (workdir / 'done').write_text('trained')
+  return config, str(workdir)
+
+
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory):
-  """{'se': (config, workdir), 'cbam_fcn': (config, workdir)}, trained."""
-  out = {}
-  for name, overrides in (('se', dict(attn='se')),
-                          ('cbam_fcn', dict(attn='cbam', head='fcn'))):
-    config = tiny_config(**overrides)
-    workdir = str(tmp_path_factory.mktemp(name))
-    train.train_and_evaluate(config, workdir)
-    out[name] = (config, workdir)
-  return out
+def se_run(tmp_path_factory):
+  """An SE-ResNet-8 with GAP + linear head (the quick start's kind)."""
+  return trained_run(tmp_path_factory, 'se')
+
+
+@pytest.fixture(scope='module')
+def cbam_run(tmp_path_factory):
+  """A CBAM-ResNet-8 with the FCN head."""
+  return trained_run(tmp_path_factory, 'cbam_fcn')
 
 
 def restored_features(config, workdir):
@@ -87,8 +112,9 @@ def bilinear_reference(maps, size):
   return np.einsum('ih,nhw,jw->nij', rows, maps, cols)
 
 
-def test_cbam_fcn_maps_are_extract_features_values_and_drawn_as_such(runs):
-  config, workdir = runs['cbam_fcn']
+def test_cbam_fcn_maps_are_extract_features_values_and_drawn_as_such(
+    cbam_run, tmp_path):
+  config, workdir = cbam_run
   maps = vz.maps_from_workdir(config, workdir, num_images=NUM_IMAGES)
   feats, _ = restored_features(config, workdir)
   pred = np.argmax(feats['logits'], -1)
@@ -140,7 +166,7 @@ def test_cbam_fcn_maps_are_extract_features_values_and_drawn_as_such(runs):
   assert any(np.allclose(lim, (up[1].min(), up[1].max()), atol=1e-5)
              for lim in limits), limits
 
-  files = vz.write_pictures(maps, os.path.join(workdir, 'pictures'), 'cbam')
+  files = vz.write_pictures(maps, str(tmp_path / 'pictures'), 'cbam')
   names = sorted(os.path.basename(f) for f in files)
   assert names == ['channels.png', 'grid.png', 'image0.png', 'image1.png',
                    'image2.png', 'maps.txt']
@@ -150,8 +176,9 @@ def test_cbam_fcn_maps_are_extract_features_values_and_drawn_as_such(runs):
       assert pixels.shape[0] > 200 and pixels[..., :3].std() > 0.05, path
 
 
-def test_visualize_cli_on_the_quickstart_like_run_and_zhou_cam(runs, tmp_path):
-  config, workdir = runs['se']
+def test_visualize_cli_on_the_quickstart_like_run_and_zhou_cam(se_run,
+                                                               tmp_path):
+  config, workdir = se_run
   out = tmp_path / 'pictures'
   proc = subprocess.run(
       [sys.executable, '-m', 'flax_attn.visualize', '--config',
@@ -190,8 +217,8 @@ def test_visualize_cli_on_the_quickstart_like_run_and_zhou_cam(runs, tmp_path):
       rtol=1e-6)
 
 
-def test_visualize_errors_are_one_line(runs, tmp_path):
-  config, workdir = runs['se']
+def test_visualize_errors_are_one_line(tmp_path):
+  config = tiny_config()
   with pytest.raises(ConfigError, match="--split='validation' is not a split "
                      "of 'digits'; valid: test, train"):
     vz.eval_images(config, 2, 'validation')
@@ -201,8 +228,8 @@ def test_visualize_errors_are_one_line(runs, tmp_path):
     vz.maps_from_workdir(config, str(tmp_path), 2)
 
 
-def test_plot_overlays_two_runs(runs, tmp_path):
-  workdirs = [runs['se'][1], runs['cbam_fcn'][1]]
+def test_plot_overlays_two_runs(se_run, cbam_run, tmp_path):
+  workdirs = [se_run[1], cbam_run[1]]
   fig = plot_lib.curves_figure(workdirs, ['se', 'cbam'])
   loss_ax = fig.axes[0]
   rows = plot_lib.read_metrics(workdirs[1])
