@@ -22,6 +22,7 @@ import pytest
 import tiny_config as tiny_config_file
 from flax_attn import (create_model, extract_features, init_key, list_attention,
                        train)
+from flax_attn import data as data_lib
 from flax_attn import plot as plot_lib
 from flax_attn import visualize as vz
 from flax_attn.attention import NotABlockAttentionError
@@ -84,13 +85,19 @@ def cbam_run(tmp_path_factory):
   return trained_run(tmp_path_factory, 'cbam_fcn')
 
 
-def restored_features(config, workdir):
-  """extract_features of the restored model on the same eval images."""
+def restored(config, workdir):
+  """The restored model's maps, and its extract_features on the same eval
+  images computed here, apart from flax_attn.visualize."""
   built, state, _ = train.restore_state(config, workdir)
+  model = built['model']
   variables = jax.device_get(state.eval_variables(False))
-  images = vz.eval_images(config, NUM_IMAGES)['image']
-  feats = jax.device_get(extract_features(built['model'], variables, images))
-  return feats, variables
+  batch = vz.eval_images(config, NUM_IMAGES)
+  feats = jax.device_get(jax.jit(lambda v, x: extract_features(model, v, x))(
+      variables, batch['image']))
+  spec = data_lib.get_dataset_spec(config.dataset)
+  maps = vz.compute_maps(model, variables, batch['image'],
+                         labels=batch['label'], mean=spec.mean, std=spec.std)
+  return maps, feats, variables
 
 
 def bilinear_reference(maps, size):
@@ -115,8 +122,7 @@ def bilinear_reference(maps, size):
 def test_cbam_fcn_maps_are_extract_features_values_and_drawn_as_such(
     cbam_run, tmp_path):
   config, workdir = cbam_run
-  maps = vz.maps_from_workdir(config, workdir, num_images=NUM_IMAGES)
-  feats, _ = restored_features(config, workdir)
+  maps, feats, _ = restored(config, workdir)
   pred = np.argmax(feats['logits'], -1)
   chex.assert_trees_all_close(maps.predictions, pred)
   # The FCN head's own map, of the predicted class.
@@ -196,8 +202,7 @@ def test_visualize_cli_on_the_quickstart_like_run_and_zhou_cam(se_run,
 
   # Zhou et al.: M_k = sum_c w_ck f_c over the last stage; its mean plus the
   # bias is the logit, which checks the kernel's orientation too.
-  maps = vz.maps_from_workdir(config, workdir, num_images=NUM_IMAGES)
-  feats, variables = restored_features(config, workdir)
+  maps, feats, variables = restored(config, workdir)
   fc = variables['params']['head']['fc']
   cams = np.einsum('nhwc,ck->nhwk', feats['stage3'], fc['kernel'])
   pred = np.argmax(feats['logits'], -1)
