@@ -1065,24 +1065,44 @@ def _train_loop(config, b, state, ckpt, train_iter, writer, bar, start,
   return {**last_eval, 'step': total_steps}
 
 
+def restore_state(config: ml_collections.ConfigDict, workdir: str,
+                  step: Optional[int] = None
+                  ) -> Tuple[Dict[str, Any], TrainState, int]:
+  """The model, mesh, ... of `config` (as training builds them) and the
+  train state of the newest intact (or the given) checkpoint of `workdir`:
+  checksums verified, a bad newest one skipped with a one-line warning
+  (restore_intact), a bad given one an error.
+
+  Returns `(built, state, step)`; `built['model']` is the linen module and
+  `state.eval_variables(config.ema_decay > 0)` its variables. What
+  `evaluate` and `flax_attn.visualize` restore with.
+  """
+  manager = create_checkpoint_manager(workdir, config, create=False)
+  try:
+    steps = manager.all_steps() if os.path.isdir(manager.directory) else []
+    if not steps:
+      raise CheckpointError(f'no checkpoint in {manager.directory}; train '
+                            'first with: python train.py --config ... '
+                            f'--workdir {workdir}')
+    if step is not None and step not in steps:
+      raise CheckpointError(f'no checkpoint for step {step} in '
+                            f'{manager.directory}; available: '
+                            f'{", ".join(map(str, sorted(steps)))}')
+    b = _build(config, workdir)
+    state, _, step = restore_intact(manager, workdir, b['state'],
+                                    config.model, set_aside=False,
+                                    only_step=step)
+  finally:
+    manager.close()
+  return b, state, int(step)
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str,
              step: Optional[int] = None) -> Dict[str, Any]:
   """Restores the newest intact (or the given) checkpoint of `workdir`,
   evaluates the whole eval split, writes `workdir/eval.json` (the latest
   evaluation) and appends it to `workdir/evals.jsonl` (all of them)."""
-  b = _build(config, workdir)
-  manager = create_checkpoint_manager(workdir, config, create=False)
-  steps = manager.all_steps() if os.path.isdir(manager.directory) else []
-  if not steps:
-    raise CheckpointError(f'no checkpoint in {manager.directory}; train first '
-                          f'with: python train.py --config ... --workdir '
-                          f'{workdir}')
-  if step is not None and step not in steps:
-    raise CheckpointError(f'no checkpoint for step {step} in '
-                          f'{manager.directory}; available: '
-                          f'{", ".join(map(str, sorted(steps)))}')
-  state, _, step = restore_intact(manager, workdir, b['state'], config.model,
-                                  set_aside=False, only_step=step)
+  b, state, step = restore_state(config, workdir, step)
   with jax.set_mesh(b['mesh']):
     result = run_evaluation(config, state, _make_eval_fn(b),
                             b['batch_sharding'])
@@ -1099,5 +1119,4 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
     except OSError as e:
       raise WorkdirWriteError(f'cannot write the evaluation to {workdir}: '
                               f'{disk_fault(e) or e.strerror}') from None
-  manager.close()
   return out

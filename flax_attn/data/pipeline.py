@@ -541,8 +541,12 @@ class EvalIterable:
 
 
 def create_eval_iterator(config, *, batch_size: int, process_index: int = 0,
-                         process_count: int = 1) -> EvalIterable:
+                         process_count: int = 1,
+                         split: Optional[str] = None) -> EvalIterable:
   """Every eval example exactly once across processes, padded and masked.
+
+  `split`: the split to read with the eval transform (no augmentation);
+  None = the dataset's eval split.
 
   `batch_size` is per process. Process p reads the contiguous examples
   [p * ceil(N / P), min(N, (p + 1) * ceil(N / P))); all processes yield
@@ -554,8 +558,8 @@ def create_eval_iterator(config, *, batch_size: int, process_index: int = 0,
     raise ValueError(f'eval batch_size {batch_size} must be positive')
   spec, image_size = _spec_and_size(config)
   variable_size = spec.preprocessing == 'imagenet'
-  source = load_source(spec, spec.eval_split, config.get('data_dir', ''),
-                       encoded=variable_size)
+  source = load_source(spec, split or spec.eval_split,
+                       config.get('data_dir', ''), encoded=variable_size)
   total = len(source)
   share_size = math.ceil(total / process_count)
   start = min(total, process_index * share_size)

@@ -108,21 +108,29 @@ def create_model(name: str, num_classes: int = 1000, *,
   return model_cls(**kwargs)
 
 
-def extract_features(model: nn.Module, variables, images, train: bool = False
+def extract_features(model: nn.Module, variables, images, train: bool = False,
+                     capture: Optional[Callable[[nn.Module, str], bool]] = None
                      ) -> Dict[str, Any]:
   """Logits, named features and every sown attention map, in one dict.
 
   Keys: 'logits', 'stem', 'stage1'.., 'pre_logits', head maps ('cam'), and
   one key per attention map, named by module path, e.g.
   'stage1_block0/attn/channel_weights'.
+
+  `capture`: flax's `capture_intermediates` filter `(module, method_name)
+  -> bool`; the outputs of the `__call__`s it selects are added under their
+  module path, e.g. 'stage1_block0/attn/theta' (what flax_attn.visualize
+  uses for the query-key attention no module sows).
   """
   (logits, feats), state = model.apply(
       variables, images, train=train, return_features=True,
-      mutable=['intermediates'] + (['batch_stats'] if train else []))
+      mutable=['intermediates'] + (['batch_stats'] if train else []),
+      capture_intermediates=capture or False)
   out = {'logits': logits, **feats}
   flat = traverse_util.flatten_dict(state.get('intermediates', {}), sep='/')
   for path, value in flat.items():
     key = path[:-len('/0')] if path.endswith('/0') else path
+    key = key[:-len('/__call__')] if key.endswith('/__call__') else key
     out.setdefault(key, value[0] if isinstance(value, tuple) else value)
   return out
 
