@@ -249,7 +249,7 @@ def train_step(state: TrainState, batch, *, model, tx, lr_fn, num_classes,
       'train_loss': loss,
       'train_top1': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
       'lr': lr_fn(state.step),
-      'grad_norm': optax.global_norm(grads),
+      'grad_norm': optax.tree_utils.tree_norm(grads),
   }
   new_state = state.replace(step=state.step + 1, params=params,
                             batch_stats=new_model_state['batch_stats'],

@@ -440,10 +440,27 @@ def import_torch(model_name: str, state_dict: Mapping[str, Any],
   # any attention (one attention key present makes every one required).
   new_attn = not any(e.torch_key in state_dict for e in entries
                      if e.is_attention)
+  return _import_planned(
+      model, model_name, state_dict, entries, others,
+      skip=lambda e: (e.is_head and new_head) or (e.is_attention and new_attn),
+      spare_prefix=f'{head}.' if new_head else None, strict=strict,
+      init_fresh=init_fresh, seed=seed, image_size=image_size,
+      order=_model_order)
+
+
+def _import_planned(model, model_name: str, state_dict, entries, others, *,
+                    skip, spare_prefix: Optional[str], strict: bool,
+                    init_fresh: bool, seed: int, image_size: int,
+                    order=None):
+  """What every importer shares, once it has planned where each PyTorch
+  array goes: checks each key and shape, converts the arrays, refuses keys
+  with no place (strict; `spare_prefix` keys, a replaced classifier, are
+  allowed), and initialises what the file does not hold (`skip`, `others`).
+  """
   fresh = list(others)
   values: Dict[Tuple[str, ...], np.ndarray] = {}
   for e in entries:
-    if (e.is_head and new_head) or (e.is_attention and new_attn):
+    if skip(e):
       fresh.append(e.path)
       continue
     if e.torch_key not in state_dict:
@@ -460,14 +477,13 @@ def import_torch(model_name: str, state_dict: Mapping[str, Any],
   unused = [k for k in state_dict if k not in used]
   if strict:
     unexpected = [k for k in unused
-                  if not (new_head and k.startswith(f'{head}.'))]
+                  if not (spare_prefix and k.startswith(spare_prefix))]
     if unexpected:
       raise CheckpointError(
           f'checkpoint key {unexpected[0]!r} (shape '
           f'{_shape(state_dict[unexpected[0]])}) has no place in model '
           f'{model_name!r}' + (f' ({len(unexpected)} such keys)'
                                if len(unexpected) > 1 else ''))
-
   flat = (_fresh_init(model, fresh, seed, image_size)
           if fresh and init_fresh else {})
   for path, value in values.items():
@@ -478,7 +494,7 @@ def import_torch(model_name: str, state_dict: Mapping[str, Any],
   report = ImportReport(
       model=model_name,
       loaded=tuple('/'.join(e.path) for e in entries if e.path in values),
-      fresh=tuple('/'.join(p) for p in sorted(fresh, key=_model_order)),
+      fresh=tuple('/'.join(p) for p in sorted(fresh, key=order)),
       unused=tuple(unused), initialised=init_fresh)
   return variables, report
 
@@ -583,44 +599,12 @@ def import_torchvision_vgg(model_name: str, state_dict: Mapping[str, Any],
     raise CheckpointError(f'model {model_name!r} is not a VGG; '
                           'import_torch reads ResNet-family checkpoints')
   entries, others = _vgg_plan(model, _abstract_variables(model, image_size))
-  fresh = list(others)
-  values: Dict[Tuple[str, ...], np.ndarray] = {}
-  for e in entries:
-    if e.is_head and file_classes != num_classes:
-      fresh.append(e.path)
-      continue
-    if e.torch_key not in state_dict:
-      raise CheckpointError(
-          f'the checkpoint has no key {e.torch_key!r} (shape '
-          f'{e.torch_shape}) that model {model_name!r} needs for {e.name}')
-    got = _shape(state_dict[e.torch_key])
-    if got != e.torch_shape:
-      raise CheckpointError(
-          f'checkpoint key {e.torch_key!r} has shape {got}; model '
-          f'{model_name!r} needs {e.torch_shape} for {e.name}')
-    values[e.path] = e.convert(_to_numpy(state_dict[e.torch_key]))
-  used = {e.torch_key for e in entries if e.path in values}
-  unused = [k for k in state_dict if k not in used]
-  if strict:
-    unexpected = [k for k in unused if not k.startswith('classifier.')]
-    if unexpected:
-      raise CheckpointError(
-          f'checkpoint key {unexpected[0]!r} (shape '
-          f'{_shape(state_dict[unexpected[0]])}) has no place in model '
-          f'{model_name!r}')
-  flat = (_fresh_init(model, fresh, seed, image_size)
-          if fresh and init_fresh else {})
-  for path, value in values.items():
-    flat[path] = jnp.asarray(value, dtype=jnp.float32)
-  variables = traverse_util.unflatten_dict(flat)
-  variables.setdefault('params', {})
-  variables.setdefault('batch_stats', {})
-  report = ImportReport(
-      model=model_name,
-      loaded=tuple('/'.join(e.path) for e in entries if e.path in values),
-      fresh=tuple('/'.join(p) for p in sorted(fresh)),
-      unused=tuple(unused), initialised=init_fresh)
-  return variables, report
+  # The classifier's keys may go unused: a CIFAR VGG takes the features only.
+  return _import_planned(
+      model, model_name, state_dict, entries, others,
+      skip=lambda e: e.is_head and file_classes != num_classes,
+      spare_prefix='classifier.', strict=strict, init_fresh=init_fresh,
+      seed=seed, image_size=image_size)
 
 
 # ---------------------------------------------------------------------------
