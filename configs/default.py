@@ -68,7 +68,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3     # newest kept (>= 1), plus the last known
                                   # good one (WORKDIR/last_good.json)
   # Divergence guard: stop (nothing saved) at a non-finite loss, or one above
-  # divergence_factor x the running median of the last 32; 0 = only non-finite.
+  # divergence_factor x the larger of the running median of the last 32 and
+  # ln(num_classes) (chance level); 0 = only non-finite.
   config.divergence_factor = 10.0
   config.progress_bar = True
   config.compilation_cache_dir = ''  # '' = ~/.cache/flax_attn/jax

@@ -282,14 +282,23 @@ def init_guard() -> Dict[str, jnp.ndarray]:
           'median': jnp.array(0.0, jnp.float32)}
 
 
-def update_guard(guard, step, metrics, divergence_factor: float):
+def update_guard(guard, step, metrics, divergence_factor: float,
+                 loss_floor: float = 0.0):
   """Flags step `step` if its loss or gradient norm is not finite, or (with
-  divergence_factor > 0) its loss exceeds divergence_factor x the median of
-  the last GUARD_WINDOW finite losses. The first flagged step is kept."""
+  divergence_factor > 0) its loss exceeds divergence_factor x the larger of
+  the median of the last GUARD_WINDOW losses and `loss_floor`. The first
+  flagged step is kept.
+
+  The floor (train.py: ln(num_classes), the loss of a chance-level guess)
+  keeps a well-trained run, whose losses sit near zero, from being stopped
+  by an ordinary noisy batch: 0.006 -> 0.08 is 13x its median, not a
+  divergence; a diverging network's loss passes chance level by far.
+  """
   loss = metrics['train_loss'].astype(jnp.float32)
   losses = guard['losses']
   seen = losses != EMPTY
-  median = jnp.nanmedian(jnp.where(seen, losses, jnp.nan))
+  median = jnp.maximum(jnp.nanmedian(jnp.where(seen, losses, jnp.nan)),
+                       loss_floor)
   finite = jnp.isfinite(loss) & jnp.isfinite(metrics['grad_norm'])
   bad = ~finite
   if divergence_factor:
@@ -309,7 +318,9 @@ def guarded_train_step(state: TrainState, guard, batch, *,
                        divergence_factor: float, **step_kwargs):
   """train_step, then the divergence guard on its loss."""
   new_state, metrics = train_step(state, batch, **step_kwargs)
-  guard = update_guard(guard, new_state.step, metrics, divergence_factor)
+  floor = math.log(max(step_kwargs['num_classes'], 2))
+  guard = update_guard(guard, new_state.step, metrics, divergence_factor,
+                       floor)
   return new_state, guard, metrics
 
 
@@ -321,8 +332,9 @@ def check_guard(guard, config, last_saved: Optional[int]) -> None:
   loss = float(jax.device_get(guard['bad_loss']))
   median = float(jax.device_get(guard['median']))
   why = ('is not finite' if not math.isfinite(loss) else
-         f'exceeds {config.divergence_factor:g} x its running median '
-         f'{median:.4g} (config.divergence_factor)')
+         f'exceeds {config.divergence_factor:g} x {median:.4g}, the larger of '
+         'its running median and the chance-level loss ln(num_classes) '
+         '(config.divergence_factor)')
   kept = (f'the last checkpoint, step {last_saved}, is intact'
           if last_saved is not None else 'no checkpoint was written')
   raise DivergenceError(

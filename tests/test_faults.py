@@ -89,13 +89,13 @@ def copy_of(trained, tmp_path):
 # ---------------------------------------------------------------------------
 
 
-def _feed(losses, factor, grad_norms=None):
+def _feed(losses, factor, grad_norms=None, floor=0.0):
   guard = train.init_guard()
-  update = jax.jit(train.update_guard, static_argnums=3)
+  update = jax.jit(train.update_guard, static_argnums=(3, 4))
   for i, loss in enumerate(losses):
     metrics = {'train_loss': jnp.float32(loss), 'grad_norm': jnp.float32(
         1.0 if grad_norms is None else grad_norms[i])}
-    guard = update(guard, jnp.int32(i + 1), metrics, factor)
+    guard = update(guard, jnp.int32(i + 1), metrics, factor, floor)
   return jax.device_get(guard)
 
 
@@ -121,6 +121,14 @@ def test_guard_factor_zero_flags_only_non_finite_and_bad_gradients():
   assert _feed([2.0] * 6, 10.0, grads)['bad_step'] == 6
   # Within bounds: a loss that rises 5x is training, not divergence.
   assert _feed([1.0] * 10 + [5.0], 10.0)['bad_step'] == -1
+  # Near zero (a trained quick-start: median 0.006), a noisy batch of 0.08
+  # is 13x the median but far below chance level (ln 10): not flagged.
+  chance = np.log(10)
+  settled = [0.006] * 20
+  assert _feed(settled + [0.08], 10.0, floor=chance)['bad_step'] == -1
+  guard = _feed(settled + [50.0], 10.0, floor=chance)
+  assert guard['bad_step'] == 21
+  np.testing.assert_allclose(guard['median'], chance, rtol=1e-6)
 
 
 def test_divergent_resume_stops_at_once_and_keeps_every_good_checkpoint(
