@@ -550,7 +550,9 @@ class CheckpointWriter:
     self._pending: Optional[Tuple[int, bool]] = None
     self._good_path = os.path.join(workdir, 'last_good.json')
     self._good = self._read_good()
-    self._eval_ok = True
+    # Whether the latest evaluation was healthy, kept across restarts: a
+    # resumed run's first save must not become "last good" after a bad eval.
+    self._eval_ok = bool(self._good.get('eval_ok', True))
 
   def _read_good(self) -> Dict[str, Any]:
     try:
@@ -567,6 +569,9 @@ class CheckpointWriter:
         self.factor and best is not None and loss > self.factor * best)
     if self._eval_ok and (best is None or loss < best):
       self._good['best_eval_loss'] = loss
+    self._good['eval_ok'] = self._eval_ok
+    if self.is_main:
+      self._write_good()
     del step
 
   def save(self, state: TrainState, data_state, config,
@@ -584,6 +589,12 @@ class CheckpointWriter:
                           guard['losses']))
     self._pending = (step, self._eval_ok)
 
+  @property
+  def newest(self) -> Optional[int]:
+    """The newest checkpoint written or being written (finish() completes
+    it even when the run stops with an error)."""
+    return self._pending[0] if self._pending else self.last_saved
+
   def finish(self) -> None:
     """Waits for the pending save; writes its manifest; rotates."""
     if self._pending is None:
@@ -600,7 +611,9 @@ class CheckpointWriter:
       self._good['step'] = step
       if self.is_main:
         self._write_good()
-    self._rotate()  # every process: orbax's delete is a collective
+    with self._disk_errors(None, f'{self.manager.directory} (deleting old '
+                           'checkpoints)'):
+      self._rotate()  # every process: orbax's delete is a collective
 
   def _write_good(self) -> None:
     tmp = self._good_path + '.tmp'
@@ -617,7 +630,7 @@ class CheckpointWriter:
         self.manager.delete(old)
 
   @contextlib.contextmanager
-  def _disk_errors(self, step: Optional[int]):
+  def _disk_errors(self, step: Optional[int], what: Optional[str] = None):
     try:
       yield
     except Exception as e:  # pylint: disable=broad-except
@@ -626,8 +639,8 @@ class CheckpointWriter:
         raise
       if step is not None and self.is_main:
         integrity.remove_partial(str(self.manager.directory), step)
-      what = (f'checkpoint step {step} in {self.manager.directory}'
-              if step is not None else self._good_path)
+      what = what or (f'checkpoint step {step} in {self.manager.directory}'
+                      if step is not None else self._good_path)
       raise WorkdirWriteError(
           f'cannot write {what}: {fault}; the partial checkpoint was removed '
           'and the earlier ones are intact: free space (or fix permissions) '
@@ -666,14 +679,27 @@ def restore_intact(manager, workdir: str, state: TrainState, model_name: str,
       except CheckpointMismatchError:
         raise
       except Exception as e:  # pylint: disable=broad-except
-        status = (f'it cannot be read ({type(e).__name__}: '
-                  f'{str(e).splitlines()[0] if str(e) else ""})'[:200])
+        reason = (f'{type(e).__name__}: '
+                  f'{str(e).splitlines()[0] if str(e) else ""}')[:200]
+        if status == integrity.OK:
+          # Its files are as saved: not corruption (memory, a flaky file
+          # system...), so nothing is set aside; the run stops instead.
+          raise CheckpointError(
+              f'checkpoint {step_dir} passed its checksums but could not be '
+              f'restored ({reason}); nothing was moved, run again') from None
+        status = f'it cannot be read ({reason})'
+
     if only_step is not None:
       raise CheckpointError(f'checkpoint step {step} in {manager.directory} is '
                             f'corrupt: {status}')
     bad.append(step)
     if set_aside and jax.process_index() == 0:
-      dest = integrity.quarantine(step_dir, workdir)
+      try:
+        dest = integrity.quarantine(step_dir, workdir)
+      except OSError as e:
+        raise WorkdirWriteError(
+            f'checkpoint {step_dir} is corrupt ({status}) and cannot be moved '
+            f'aside: {disk_fault(e) or e.strerror}') from None
       warn(f'checkpoint {step_dir} is corrupt ({status}); moved to {dest}, '
            'falling back to an older one')
     else:
@@ -902,8 +928,15 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def write_config(workdir: str, config) -> None:
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+  """WORKDIR/config.json, atomically (eval.py reads it without --config)."""
+  path = os.path.join(workdir, 'config.json')
+  try:
+    with open(path + '.tmp', 'w') as f:
+      json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+    os.replace(path + '.tmp', path)
+  except OSError as e:
+    raise WorkdirWriteError(f'cannot write {path}: '
+                            f'{disk_fault(e) or e.strerror}') from None
 
 
 def _prepare_workdir(workdir: str) -> None:
@@ -983,6 +1016,11 @@ def _train_and_evaluate(config, workdir):
   finally:
     # Whatever ended the loop, finished checkpoints and metrics are on disk.
     failure = sys.exc_info()[1]
+    if failure is not None and not isinstance(failure, WorkdirWriteError):
+      try:  # a save in flight when the run stopped (divergence, Ctrl-C x 2)
+        ckpt.finish()
+      except Exception:  # pylint: disable=broad-except
+        pass  # the error already being raised is the one to report
     try:
       manager.wait_until_finished()
       manager.close()
@@ -1040,11 +1078,12 @@ def _train_loop(config, b, state, ckpt, train_iter, writer, bar, start,
         bar.update(1)
       log = step % config.log_every_steps == 0 or step == total_steps
       evaluate_now = step % eval_every == 0 or step == total_steps
-      save = (step % config.checkpoint_every_steps == 0
-              or step == total_steps or preemption.requested)
-      if log or evaluate_now or save:
+      periodic_save = (step % config.checkpoint_every_steps == 0
+                       or step == total_steps)
+      boundary = log or evaluate_now or periodic_save
+      if boundary:
         # The one host read of the guard: nothing flagged is logged or saved.
-        check_guard(guard, config, ckpt.last_saved)
+        check_guard(guard, config, ckpt.newest)
       if log:
         metrics = jax.device_get(metrics)
         elapsed = time.perf_counter() - t_log
@@ -1066,15 +1105,39 @@ def _train_loop(config, b, state, ckpt, train_iter, writer, bar, start,
                     f'top1 {last_eval["top1"]:.4f} top5 '
                     f'{last_eval["top5"]:.4f}')
         t_log, n_log = time.perf_counter(), 0  # eval time is not train time
-      if save:
+      # Decided after the log and the evaluation, so that a signal that
+      # arrived during them still gets its checkpoint.
+      stop = _stop_agreed(preemption.requested, boundary)
+      if stop and not boundary:
+        check_guard(guard, config, ckpt.newest)
+      if periodic_save or stop:
         ckpt.save(state, train_iter.get_state(), config, guard)
-      if preemption.requested and step < total_steps:
+      if stop and step < total_steps:
         ckpt.finish()
-        name = signal.Signals(preemption.signum).name
+        signum = preemption.signum or signal.SIGTERM
+        name = (signal.Signals(signum).name if preemption.signum
+                else 'signal to another process')
         raise Preempted(f'{name}: stopped at step {step}, checkpoint saved '
-                        f'in {ckpt.manager.directory}',
-                        128 + preemption.signum)
+                        f'in {ckpt.manager.directory}', 128 + signum)
   return {**last_eval, 'step': total_steps}
+
+
+def _stop_agreed(requested: bool, boundary: bool) -> bool:
+  """Whether to save and stop after this step for a SIGTERM / SIGINT.
+
+  One process: as soon as it is signalled. Several: the processes must
+  save together (orbax's save is collective) but may be signalled at
+  different steps, or only one of them; so they agree, with one small
+  all-gather, at the steps where every process logs, evaluates or saves
+  anyway, and all stop at the first such step after any was signalled.
+  """
+  if jax.process_count() == 1:
+    return requested
+  if not boundary:
+    return False
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  flags = multihost_utils.process_allgather(np.asarray(requested, np.int32))
+  return bool(np.any(flags))
 
 
 def restore_state(config: ml_collections.ConfigDict, workdir: str,

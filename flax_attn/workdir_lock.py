@@ -8,8 +8,10 @@ checkpoints, and may run beside training.
 """
 from __future__ import annotations
 
+import errno
 import os
 import socket
+import sys
 import time
 from typing import Optional
 
@@ -41,7 +43,13 @@ class WorkdirLock:
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
+      if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        # A file system without locks (some NFS mounts): run unguarded.
+        os.close(fd)
+        print(f'warning: cannot lock {self.path} ({e.strerror}); a second '
+              'train.py on this workdir would not be stopped', file=sys.stderr)
+        return self
       holder = os.read(fd, 256).decode('utf-8', 'replace').strip()
       os.close(fd)
       raise WorkdirBusyError(

@@ -139,18 +139,21 @@ def test_divergent_resume_stops_at_once_and_keeps_every_good_checkpoint(
             for s in steps_in(workdir)}
   config = tiny_config(num_train_steps=30, learning_rate=1e6,
                        log_every_steps=100, eval_every_steps=100,
-                       checkpoint_every_steps=3)
+                       checkpoint_every_steps=1)
   line = one_line_error(lambda: train.train_and_evaluate(config, workdir),
                         code=3)
-  # Step 13 trains from step 12's sane weights at lr 1e6; its loss is fine.
+  # Step 13 trains from step 12's sane weights at lr 1e6; its loss is fine,
+  # and its checkpoint (still being written when step 14 was flagged) is
+  # finished, checksums and all.
   assert line.startswith('error: training diverged at step 14: train loss ')
-  assert 'the last checkpoint, step 12, is intact' in line
-  # Nothing after step 12 was written, nothing was rotated out or changed.
-  assert steps_in(workdir) == [6, 12]
+  assert 'the last checkpoint, step 13, is intact' in line
+  assert steps_in(workdir) == [6, 12, 13]
+  assert integrity.verify(os.path.join(workdir, 'checkpoints', '13')) == 'ok'
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '13'))
+  # Nothing after step 13 was written, nothing was rotated out or changed.
   for s, sums in before.items():
     assert integrity.checksums(os.path.join(workdir, 'checkpoints',
                                             str(s))) == sums
-  assert json.load(open(os.path.join(workdir, 'last_good.json')))['step'] == 12
   # Resuming at a sane learning rate continues from the intact step 12.
   result = train.train_and_evaluate(tiny_config(num_train_steps=18), workdir)
   assert result['step'] == 18 and np.isfinite(result['eval_loss'])
@@ -179,10 +182,17 @@ def test_last_good_checkpoint_survives_rotation(trained, tmp_path):
                 tiny_config())
   writer.finish()
   assert steps_in(workdir) == [12, 15]
-  writer.note_eval(16, {'eval_loss': 1.0})
-  writer.save(state.replace(step=jnp.int32(16)), {'json': 0}, tiny_config())
+  # A restart remembers the bad evaluation: its first save (before any
+  # evaluation of its own) is not "good" either.
+  writer = train.CheckpointWriter(manager, workdir,
+                                  tiny_config(keep_checkpoints=1), True)
+  writer.save(state.replace(step=jnp.int32(17)), {'json': 0}, tiny_config())
   writer.finish()
-  assert steps_in(workdir) == [16]
+  assert steps_in(workdir) == [12, 17]
+  writer.note_eval(16, {'eval_loss': 1.0})
+  writer.save(state.replace(step=jnp.int32(18)), {'json': 0}, tiny_config())
+  writer.finish()
+  assert steps_in(workdir) == [18]
   manager.close()
 
 
