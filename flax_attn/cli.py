@@ -271,8 +271,13 @@ class _OrbaxErrorLogFilter(logging.Filter):
   prints it in one line (or, if unexpected, with its traceback)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not (record.levelno >= logging.ERROR
-                and f'{os.sep}orbax{os.sep}' in (record.pathname or ''))
+    if record.levelno < logging.ERROR:
+      return True
+    if f'{os.sep}orbax{os.sep}' in (record.pathname or ''):
+      return False
+    # asyncio, at exit, about orbax's writer tasks that failed with the
+    # error already reported.
+    return not (record.name == 'asyncio' and 'orbax' in record.getMessage())
 
 
 def _quiet_closed_loop_callbacks(unraisable) -> None:
@@ -288,7 +293,8 @@ def _quiet_closed_loop_callbacks(unraisable) -> None:
 
 def run_main(body: Callable[[], int]) -> int:
   """Runs `body`, turning user errors into one line on stderr and exit 2."""
-  logging.getLogger('absl').addFilter(_OrbaxErrorLogFilter())
+  for name in ('absl', 'asyncio'):
+    logging.getLogger(name).addFilter(_OrbaxErrorLogFilter())
   sys.unraisablehook = _quiet_closed_loop_callbacks
   from flax_attn.data import DatasetNotFoundError  # pylint: disable=g-import-not-at-top
   from flax_attn.errors import DivergenceError, UserError  # pylint: disable=g-import-not-at-top
