@@ -603,14 +603,21 @@ class CheckpointWriter:
     self._pending = None
     with self._disk_errors(step):
       self.manager.wait_until_finished()
-      if self.is_main:
-        integrity.write_manifest(os.path.join(self.manager.directory,
-                                              str(step)))
+    failure = None
+    if self.is_main:
+      try:
+        with self._disk_errors(step):
+          integrity.write_manifest(os.path.join(self.manager.directory,
+                                                str(step)))
+        if healthy:
+          self._good['step'] = step
+          self._write_good()
+      except UserError as e:
+        failure = e
+    raise_everywhere(failure, f'finishing checkpoint step {step}')
     self.last_saved = step
     if healthy:
       self._good['step'] = step
-      if self.is_main:
-        self._write_good()
     with self._disk_errors(None, f'{self.manager.directory} (deleting old '
                            'checkpoints)'):
       self._rotate()  # every process: orbax's delete is a collective
@@ -939,6 +946,25 @@ def write_config(workdir: str, config) -> None:
                             f'{disk_fault(e) or e.strerror}') from None
 
 
+def raise_everywhere(error: Optional[BaseException], what: str) -> None:
+  """Raises `error` (process 0's, or None) on every process.
+
+  Work only process 0 does (the lock, manifests, last_good.json) can fail
+  there alone; the other processes would wait for it at the next collective
+  until the coordination timeout. One broadcast makes them all stop with a
+  line at once. One process: raises `error` if any.
+  """
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    failed = int(multihost_utils.broadcast_one_to_all(
+        np.int32(error is not None)))
+    if failed and error is None:
+      error = WorkdirWriteError(f'{what} failed on process 0 (its error '
+                                'line says why)')
+  if error is not None:
+    raise error
+
+
 def _prepare_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -959,8 +985,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   metrics. One run per workdir (WORKDIR/.lock)."""
   _prepare_workdir(workdir)
   lock = WorkdirLock(workdir)
+  busy = None
   if jax.process_index() == 0:
-    lock.acquire()
+    try:
+      lock.acquire()
+    except UserError as e:
+      busy = e
+  raise_everywhere(busy, f'locking workdir {workdir}')
   try:
     return _train_and_evaluate(config, workdir)
   finally:
