@@ -18,6 +18,21 @@ from flax_attn.registry import Registry
 HEADS = Registry('head')
 
 
+def apply_head(backbone: nn.Module, x, features, train: bool,
+               return_features: bool):
+  """How every backbone ends: its `head` (submodule 'head') on the last map,
+  float32 logits, and the head's named maps added to `features`. Called from
+  the backbone's compact `__call__`; returns logits, or (logits, features)."""
+  logits, head_features = backbone.head(num_classes=backbone.num_classes,
+                                        dtype=backbone.dtype, name='head')(
+                                            x, train=train)
+  logits = logits.astype(jnp.float32)
+  features.update(head_features)
+  if return_features:
+    return logits, features
+  return logits
+
+
 @HEADS.register('linear')
 class LinearHead(nn.Module):
   """Global average pooling then a fully connected layer (GAP + FC)."""

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from flax_attn.models.heads import LinearHead
+from flax_attn.models.heads import LinearHead, apply_head
 from flax_attn.models.layers import ModuleDef, make_conv, make_norm
 
 Factory = Optional[Callable[..., nn.Module]]
@@ -114,14 +114,7 @@ class InceptionNet(nn.Module):
       if stage_attn is not None and (i + 1) in self.stage_attn_after:
         x = stage_attn(name=f'stage{i + 1}_attn')(x, train=train)
       features[f'stage{i + 1}'] = x
-    logits, head_features = self.head(num_classes=self.num_classes,
-                                      dtype=self.dtype, name='head')(
-                                          x, train=train)
-    logits = logits.astype(jnp.float32)
-    features.update(head_features)
-    if return_features:
-      return logits, features
-    return logits
+    return apply_head(self, x, features, train, return_features)
 
 
 # A CIFAR-sized example: GoogLeNet's 3a / 3b / 4a widths, halved.

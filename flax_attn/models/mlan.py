@@ -94,7 +94,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from flax_attn.attention import get_attention
-from flax_attn.models.heads import LinearHead
+from flax_attn.models.heads import LinearHead, apply_head
 from flax_attn.models.layers import ModuleDef, make_conv, make_norm
 from flax_attn.models.resnet import BasicBlock, Shortcut
 
@@ -365,11 +365,4 @@ class MLAN(nn.Module):
                             name=f'stage{i + 1}_group_fusion')(x, x_a, x_r))
       features[f'stage{i + 1}'] = x
 
-    logits, head_features = self.head(num_classes=self.num_classes,
-                                      dtype=self.dtype, name='head')(
-                                          x, train=train)
-    logits = logits.astype(jnp.float32)
-    features.update(head_features)
-    if return_features:
-      return logits, features
-    return logits
+    return apply_head(self, x, features, train, return_features)

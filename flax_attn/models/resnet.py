@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from flax_attn.models.heads import LinearHead
+from flax_attn.models.heads import LinearHead, apply_head
 from flax_attn.models.layers import ModuleDef, make_conv, make_norm
 
 Factory = Optional[Callable[..., nn.Module]]
@@ -380,14 +380,7 @@ class ResNet(nn.Module):
         x = stage_attn(name=f'stage{i + 1}_attn', **options)(x, train=train)
       features[f'stage{i + 1}'] = x
 
-    logits, head_features = self.head(num_classes=self.num_classes,
-                                      dtype=self.dtype, name='head')(
-                                          x, train=train)
-    logits = logits.astype(jnp.float32)
-    features.update(head_features)
-    if return_features:
-      return logits, features
-    return logits
+    return apply_head(self, x, features, train, return_features)
 
   def _check_options(self):
     """Unknown stem / shortcut options fail in one line naming the valid."""

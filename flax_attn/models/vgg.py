@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from flax_attn.models.heads import HEADS, LinearHead
+from flax_attn.models.heads import HEADS, LinearHead, apply_head
 from flax_attn.models.layers import make_norm
 from flax_attn.ops import Conv
 
@@ -147,14 +147,7 @@ class VGG(nn.Module):
         x = stage_attn(name=f'{stage}_attn')(x, train=train)
       features[stage] = x
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    logits, head_features = self.head(num_classes=self.num_classes,
-                                      dtype=self.dtype, name='head')(
-                                          x, train=train)
-    logits = logits.astype(jnp.float32)
-    features.update(head_features)
-    if return_features:
-      return logits, features
-    return logits
+    return apply_head(self, x, features, train, return_features)
 
 
 def vgg16_kwargs(batch_norm: bool, cifar: bool = False, **kw):
