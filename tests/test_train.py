@@ -202,9 +202,9 @@ def test_missing_dataset_files_fail_with_instructions(tmp_path):
 def test_replicated_state_saves_without_compiling_and_restores_replicated(
     tmp_path):
   # orbax's replica-parallel save would cut every array into 8 slices with
-  # eager ops, compiling one executable per shape (train._state_handler).
+  # eager ops, compiling one executable per shape (train.state_handler).
   config = tiny_config(num_devices=0)  # all 8 devices
-  b = train._build(config, None)
+  exp = train.build_experiment(config)
   manager = train.create_checkpoint_manager(str(tmp_path), config)
   compiles = []
 
@@ -215,46 +215,46 @@ def test_replicated_state_saves_without_compiling_and_restores_replicated(
 
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
-    train.save_checkpoint(manager, b['state'], {'epoch': 0}, config)
+    train.save_checkpoint(manager, exp.state, {'epoch': 0}, config)
     manager.wait_until_finished()
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   assert compiles == []
-  zeros = jax.tree_util.tree_map(jnp.zeros_like, b['state'])
+  zeros = jax.tree_util.tree_map(jnp.zeros_like, exp.state)
   restored, data_state = train.restore_checkpoint(manager, 0, zeros,
                                                   config.model)
   manager.close()
   assert data_state == {'epoch': 0}
-  chex.assert_trees_all_equal(restored.params, b['state'].params)
+  chex.assert_trees_all_equal(restored.params, exp.state.params)
   kernel = restored.params['conv_stem']['kernel']
   assert kernel.sharding.is_fully_replicated
   assert len(kernel.sharding.device_set) == 8
 
 
 def test_checkpoints_written_by_standard_handler_restore(tmp_path):
-  # Runs saved before train._state_handler used orbax's StandardSave; the
+  # Runs saved before train.state_handler used orbax's StandardSave; the
   # files are the same, and a resume must still find them.
   config = tiny_config()
-  b = train._build(config, None)
+  exp = train.build_experiment(config)
   old = ocp.CheckpointManager(
       str(tmp_path / 'checkpoints'), item_names=('state', 'data', 'config'))
   old.save(7, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(train._state_tree(b['state'])),
-      data=ocp.args.JsonSave(train._encode_iterator_state({'epoch': 2})),
+      state=ocp.args.StandardSave(train.state_tree(exp.state)),
+      data=ocp.args.JsonSave(train.encode_iterator_state({'epoch': 2})),
       config=ocp.args.JsonSave(config.to_dict())))
   old.wait_until_finished()
   old.close()
   manager = train.create_checkpoint_manager(str(tmp_path), config,
                                             create=False)
   assert manager.latest_step() == 7
-  zeros = jax.tree_util.tree_map(jnp.zeros_like, b['state'])
+  zeros = jax.tree_util.tree_map(jnp.zeros_like, exp.state)
   restored, data_state = train.restore_checkpoint(manager, 7, zeros,
                                                   config.model)
   manager.close()
   assert data_state == {'epoch': 2}
   chex.assert_trees_all_equal(
       (restored.params, restored.batch_stats, restored.opt_state),
-      (b['state'].params, b['state'].batch_stats, b['state'].opt_state))
+      (exp.state.params, exp.state.batch_stats, exp.state.opt_state))
 
 
 def test_checkpoint_of_another_architecture_is_refused_not_overwritten(
