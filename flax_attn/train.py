@@ -10,7 +10,7 @@ new code imports `flax_attn.training`.
 from typing import Any, Dict, Optional
 
 from flax_attn import training
-from flax_attn.training import *  # noqa: F401,F403  pylint: disable=wildcard-import
+from flax_attn.training import *  # noqa: F401,F403 pylint: disable=W0401
 
 __all__ = training.__all__
 

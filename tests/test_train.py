@@ -199,6 +199,40 @@ def test_missing_dataset_files_fail_with_instructions(tmp_path):
   assert 'cifar10' in line and str(tmp_path / 'nodata') in line
 
 
+def test_abstract_experiment_is_the_real_one_in_shapes_and_reads_no_data(
+    tmp_path):
+  # What a compile-only tool builds the loop's train step from: nothing is
+  # computed, and the dataset's files are not needed.
+  config = tiny_config(num_devices=2)
+  devices = jax.devices()[4:]
+  exp = train.build_experiment(config, devices=devices)
+  abstract = train.build_experiment(config, devices=devices, abstract=True)
+  assert list(abstract.mesh.devices.flat) == devices[:2]
+  assert abstract.steps_per_epoch == exp.steps_per_epoch == 1497 // 32
+  assert all(isinstance(leaf, jax.ShapeDtypeStruct)
+             for leaf in jax.tree_util.tree_leaves(abstract.state))
+  chex.assert_trees_all_equal_shapes_and_dtypes(abstract.state, exp.state)
+  assert jax.tree_util.tree_all(jax.tree_util.tree_map(
+      lambda s, a: s.sharding == a.sharding == exp.replicated,
+      abstract.state, exp.state))
+  guard = jax.eval_shape(train.init_guard)
+  batch = {'image': jax.ShapeDtypeStruct((32, 8, 8, 1), jnp.float32),
+           'label': jax.ShapeDtypeStruct((32,), jnp.int32)}
+  with jax.set_mesh(abstract.mesh):
+    lowered = train.jit_train_step(abstract, config).lower(abstract.state,
+                                                           guard, batch)
+  new_state, _, metrics = lowered.out_info
+  chex.assert_trees_all_equal_shapes_and_dtypes(new_state, exp.state)
+  assert set(metrics) == {'train_loss', 'train_top1', 'lr', 'grad_norm'}
+  # No files: the abstract experiment assumes one step per epoch; a real
+  # one names the missing dataset.
+  missing = tiny_config(dataset='cifar10', image_size=32,
+                        data_dir=str(tmp_path / 'nodata'))
+  assert train.build_experiment(missing, abstract=True).steps_per_epoch == 1
+  with pytest.raises(FileNotFoundError, match='cifar10'):
+    train.build_experiment(missing)
+
+
 def test_replicated_state_saves_without_compiling_and_restores_replicated(
     tmp_path):
   # orbax's replica-parallel save would cut every array into 8 slices with
