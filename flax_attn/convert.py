@@ -10,7 +10,7 @@ the CIFAR variants' convolutions: `--model vgg16_bn_cifar`).
       out/csca_resnet50 --num-classes 200
 
 The output directory is what `config.pretrained_path` names: train.py starts
-from it (flax_attn/train.py::load_pretrained takes every array whose path and
+from it (flax_attn.training.load_pretrained takes every array whose path and
 shape fit and initialises the rest from the run's seed):
 
   python train.py --config configs/csca_resnet50_cub.py --workdir runs/cub \

@@ -3,7 +3,7 @@
   python -m flax_attn.plot runs/quickstart runs/cbam [--out curves.png]
       [--x step|epoch]
 
-Reads WORKDIR/metrics.jsonl (flax_attn.train.MetricWriter: one JSON object
+Reads WORKDIR/metrics.jsonl (flax_attn.training.MetricWriter: one JSON object
 per log row, with train_loss, train_top1, lr and images_per_sec, and per
 evaluation, with eval_loss and top1) and draws four panels: loss (train
 solid, eval dashed), top-1 (train solid, eval dashed), learning rate and

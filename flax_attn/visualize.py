@@ -5,7 +5,7 @@ pictures.
       --workdir runs/quickstart --out runs/quickstart/pictures \
       [--num_images 8] [--split test] [--checkpoint STEP] [--query 0.5,0.5]
 
-Restores the workdir's checkpoint (`flax_attn.train.restore_state`, as
+Restores the workdir's checkpoint (`flax_attn.training.restore_state`, as
 eval.py does), runs one batch of images of the eval split (or `--split`)
 through `flax_attn.extract_features` and writes, under OUTDIR:
 
@@ -364,12 +364,12 @@ def maps_from_workdir(config, workdir: str, num_images: int = 8,
   """Restores `workdir`'s checkpoint (the latest, or `step`) and computes the
   maps of its model on the first `num_images` eval images."""
   from flax_attn import data as data_lib  # pylint: disable=g-import-not-at-top
-  from flax_attn import train  # pylint: disable=g-import-not-at-top
+  from flax_attn import training  # pylint: disable=g-import-not-at-top
   batch = eval_images(config, num_images, split)
-  built, state, _ = train.restore_state(config, workdir, step)
+  exp, state, _ = training.restore_state(config, workdir, step)
   variables = jax.device_get(state.eval_variables(config.ema_decay > 0))
   spec = data_lib.get_dataset_spec(config.dataset)
-  return compute_maps(built['model'], variables, batch['image'],
+  return compute_maps(exp.model, variables, batch['image'],
                       labels=batch['label'], mean=spec.mean, std=spec.std,
                       query=query)
 

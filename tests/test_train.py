@@ -199,12 +199,46 @@ def test_missing_dataset_files_fail_with_instructions(tmp_path):
   assert 'cifar10' in line and str(tmp_path / 'nodata') in line
 
 
+def test_abstract_experiment_is_the_real_one_in_shapes_and_reads_no_data(
+    tmp_path):
+  # What a compile-only tool builds the loop's train step from: nothing is
+  # computed, and the dataset's files are not needed.
+  config = tiny_config(num_devices=2)
+  devices = jax.devices()[4:]
+  exp = train.build_experiment(config, devices=devices)
+  abstract = train.build_experiment(config, devices=devices, abstract=True)
+  assert list(abstract.mesh.devices.flat) == devices[:2]
+  assert abstract.steps_per_epoch == exp.steps_per_epoch == 1497 // 32
+  assert all(isinstance(leaf, jax.ShapeDtypeStruct)
+             for leaf in jax.tree_util.tree_leaves(abstract.state))
+  chex.assert_trees_all_equal_shapes_and_dtypes(abstract.state, exp.state)
+  assert jax.tree_util.tree_all(jax.tree_util.tree_map(
+      lambda s, a: s.sharding == a.sharding == exp.replicated,
+      abstract.state, exp.state))
+  guard = jax.eval_shape(train.init_guard)
+  batch = {'image': jax.ShapeDtypeStruct((32, 8, 8, 1), jnp.float32),
+           'label': jax.ShapeDtypeStruct((32,), jnp.int32)}
+  with jax.set_mesh(abstract.mesh):
+    lowered = train.jit_train_step(abstract, config).lower(abstract.state,
+                                                           guard, batch)
+  new_state, _, metrics = lowered.out_info
+  chex.assert_trees_all_equal_shapes_and_dtypes(new_state, exp.state)
+  assert set(metrics) == {'train_loss', 'train_top1', 'lr', 'grad_norm'}
+  # No files: the abstract experiment assumes one step per epoch; a real
+  # one names the missing dataset.
+  missing = tiny_config(dataset='cifar10', image_size=32,
+                        data_dir=str(tmp_path / 'nodata'))
+  assert train.build_experiment(missing, abstract=True).steps_per_epoch == 1
+  with pytest.raises(FileNotFoundError, match='cifar10'):
+    train.build_experiment(missing)
+
+
 def test_replicated_state_saves_without_compiling_and_restores_replicated(
     tmp_path):
   # orbax's replica-parallel save would cut every array into 8 slices with
-  # eager ops, compiling one executable per shape (train._state_handler).
+  # eager ops, compiling one executable per shape (train.state_handler).
   config = tiny_config(num_devices=0)  # all 8 devices
-  b = train._build(config, None)
+  exp = train.build_experiment(config)
   manager = train.create_checkpoint_manager(str(tmp_path), config)
   compiles = []
 
@@ -215,46 +249,46 @@ def test_replicated_state_saves_without_compiling_and_restores_replicated(
 
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
-    train.save_checkpoint(manager, b['state'], {'epoch': 0}, config)
+    train.save_checkpoint(manager, exp.state, {'epoch': 0}, config)
     manager.wait_until_finished()
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   assert compiles == []
-  zeros = jax.tree_util.tree_map(jnp.zeros_like, b['state'])
+  zeros = jax.tree_util.tree_map(jnp.zeros_like, exp.state)
   restored, data_state = train.restore_checkpoint(manager, 0, zeros,
                                                   config.model)
   manager.close()
   assert data_state == {'epoch': 0}
-  chex.assert_trees_all_equal(restored.params, b['state'].params)
+  chex.assert_trees_all_equal(restored.params, exp.state.params)
   kernel = restored.params['conv_stem']['kernel']
   assert kernel.sharding.is_fully_replicated
   assert len(kernel.sharding.device_set) == 8
 
 
 def test_checkpoints_written_by_standard_handler_restore(tmp_path):
-  # Runs saved before train._state_handler used orbax's StandardSave; the
+  # Runs saved before train.state_handler used orbax's StandardSave; the
   # files are the same, and a resume must still find them.
   config = tiny_config()
-  b = train._build(config, None)
+  exp = train.build_experiment(config)
   old = ocp.CheckpointManager(
       str(tmp_path / 'checkpoints'), item_names=('state', 'data', 'config'))
   old.save(7, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(train._state_tree(b['state'])),
-      data=ocp.args.JsonSave(train._encode_iterator_state({'epoch': 2})),
+      state=ocp.args.StandardSave(train.state_tree(exp.state)),
+      data=ocp.args.JsonSave(train.encode_iterator_state({'epoch': 2})),
       config=ocp.args.JsonSave(config.to_dict())))
   old.wait_until_finished()
   old.close()
   manager = train.create_checkpoint_manager(str(tmp_path), config,
                                             create=False)
   assert manager.latest_step() == 7
-  zeros = jax.tree_util.tree_map(jnp.zeros_like, b['state'])
+  zeros = jax.tree_util.tree_map(jnp.zeros_like, exp.state)
   restored, data_state = train.restore_checkpoint(manager, 7, zeros,
                                                   config.model)
   manager.close()
   assert data_state == {'epoch': 2}
   chex.assert_trees_all_equal(
       (restored.params, restored.batch_stats, restored.opt_state),
-      (b['state'].params, b['state'].batch_stats, b['state'].opt_state))
+      (exp.state.params, exp.state.batch_stats, exp.state.opt_state))
 
 
 def test_checkpoint_of_another_architecture_is_refused_not_overwritten(

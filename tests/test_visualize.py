@@ -88,8 +88,8 @@ def cbam_run(tmp_path_factory):
 def restored(config, workdir):
   """The restored model's maps, and its extract_features on the same eval
   images computed here, apart from flax_attn.visualize."""
-  built, state, _ = train.restore_state(config, workdir)
-  model = built['model']
+  exp, state, _ = train.restore_state(config, workdir)
+  model = exp.model
   variables = jax.device_get(state.eval_variables(False))
   batch = vz.eval_images(config, NUM_IMAGES)
   feats = jax.device_get(jax.jit(lambda v, x: extract_features(model, v, x))(
