@@ -476,7 +476,7 @@ def test_cli_inputs_fail_with_one_line(tmp_path):
   assert all(l.startswith('2 error: ') and ' | ' not in l for l in lines), lines
   assert f'{bad_syntax}:1 does not parse: invalid syntax' in lines[0]
   assert "unknown HGA ablation 'bogus'; valid: no_mfe" in lines[1]
-  assert ("config.attn_kwargs has no field 'foo'; attention 'se' takes: "
+  assert ("unknown option 'foo' for attention 'se'; valid options: "
           'reduction') in lines[2]
   assert 'config.augment has: color_jitter, crop' in lines[3]
   assert "unknown model 'nosuchmodel'" in lines[4]
