@@ -87,8 +87,10 @@ def start(config=None, *, multihost: bool = False,
   """The whole set-up, before anything touches a JAX backend: log filters,
   the CPU device split (or the multi-process start), the compilation cache.
 
-  config: the experiment's (None: no CPU split, the default cache).
-  Returns the compilation cache's directory, or None when it is off.
+  config: the experiment's (None: no CPU split, the default cache). Where
+  JAX's devices exist already (a notebook that listed them) the split is
+  left out: XLA reads its flags once. Returns the compilation cache's
+  directory, or None when it is off.
   """
   install_log_filters()
   if multihost:
@@ -96,7 +98,7 @@ def start(config=None, *, multihost: bool = False,
     distributed.initialize(
         coordinator_address, num_processes, process_id,
         coordinator_timeout or distributed.DEFAULT_TIMEOUT_S)
-  elif config is not None:
+  elif config is not None and not _backends_started():
     configure_cpu_devices(config)
   cache_dir = enable_compilation_cache(config)
   if multihost and cache_dir:
@@ -104,6 +106,18 @@ def start(config=None, *, multihost: bool = False,
     if not distributed.share_compilation_cache(cache_dir):
       cache_dir = None
   return cache_dir
+
+
+def _backends_started() -> bool:
+  """Whether JAX already made its devices (a notebook that listed them):
+  XLA_FLAGS are read once, so a device split would come too late."""
+  if 'jax' not in sys.modules:
+    return False
+  try:
+    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+    return bool(xla_bridge.backends_are_initialized())
+  except (ImportError, AttributeError):
+    return False
 
 
 def cpu_device_count(requested: int, cores: int, batch_sizes) -> int:
