@@ -95,7 +95,8 @@ def test_options_are_checked_against_the_attention_chosen():
 
 
 def test_parse_flags_end_to_end_in_any_order():
-  """The real flag parsing (absl + ml_collections), each order once."""
+  """The real flag parsing (absl + ml_collections): kernel_size is CBAM's
+  (not the file's SE), given before --config.attn=cbam."""
   script = textwrap.dedent(f'''
       import sys
       sys.path.insert(0, {REPO!r})
@@ -103,19 +104,19 @@ def test_parse_flags_end_to_end_in_any_order():
       cli.define_flags()
       cli.parse_flags(sys.argv[:1] + sys.argv[1:])
       c = cli.FLAGS.config
-      print(c.attn, c.attn_kwargs.reduction, c.model_kwargs.width, c.seed)
+      print(c.attn, c.attn_kwargs.reduction, c.attn_kwargs.kernel_size,
+            c.model_kwargs.width, c.seed)
       ''')
-  orders = (['--config.attn_kwargs.reduction=8', '--config.attn=cbam',
-             '--config.model_kwargs.width=8', '--config.seed=3'],
-            ['--config.model_kwargs.width=8', '--config.seed=3',
-             '--config.attn=cbam', '--config.attn_kwargs.reduction=8'])
-  for order in orders:
-    proc = subprocess.run([sys.executable, '-c', script, '--workdir', 'w',
-                           '--config', TINY, *order], cwd=REPO,
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **CHILD_ENV})
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ['cbam', '8', '8', '3'], proc.stdout
+  # The attention's option before the attention, the rest mixed in.
+  order = ['--config.attn_kwargs.kernel_size=3', '--config.seed=3',
+           '--config.attn=cbam', '--config.model_kwargs.width=8',
+           '--config.attn_kwargs.reduction', '8']
+  proc = subprocess.run([sys.executable, '-c', script, '--workdir', 'w',
+                         '--config', TINY, *order], cwd=REPO,
+                        capture_output=True, text=True, timeout=120,
+                        env={**os.environ, **CHILD_ENV})
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.split() == ['cbam', '8', '3', '8', '3'], proc.stdout
 
 
 @pytest.mark.parametrize('lr', [float('nan'), float('inf'), 0.0, -0.1])
