@@ -13,15 +13,14 @@ a bad one fails with one line.
 """
 import functools
 import json
-import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 if __name__ == '__main__':
+  # Before JAX is imported: flax_attn/runtime.py says what and why.
   import launch_env  # noqa: E402
-  launch_env.reexec_with_huge_pages()
+  launch_env.before_imports()
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from flax_attn import cli  # noqa: E402
 
@@ -32,7 +31,6 @@ flags.DEFINE_integer('checkpoint', None, 'Step to evaluate (default latest).')
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
 
   def body():
     config = cli.FLAGS.config

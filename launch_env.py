@@ -1,29 +1,28 @@
-"""Process set-up train.py and eval.py do before importing JAX.
+"""The one thing train.py and eval.py run before importing JAX.
 
-Kept out of the flax_attn package so that it runs before the package (and
-JAX) is imported: a re-exec after that would waste their import time.
+flax_attn/runtime.py owns all process set-up (and documents each piece and
+its off switch); this file loads that module by its path, without the
+flax_attn package, whose import pulls in JAX: a re-exec after that would
+waste its import time.
 """
+import importlib.util
 import os
-import sys
 
 
-def reexec_with_huge_pages() -> None:
-  """Restarts this process once with malloc on transparent huge pages (Linux).
+def _runtime():
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                      'flax_attn', 'runtime.py')
+  spec = importlib.util.spec_from_file_location('_flax_attn_runtime', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
-  XLA:CPU allocates a step's temporaries afresh every step, and with 4 KiB
-  pages each first touch faults: a quarter of a ResNet-20 CPU step's time
-  here (benchmarks/README.md). glibc reads GLIBC_TUNABLES only at start-up,
-  hence the re-exec, before anything heavy is imported. FLAX_ATTN_HUGEPAGES=0
-  turns it off; where THP is disabled it changes nothing.
-  """
-  tunables = os.environ.get('GLIBC_TUNABLES', '')
-  if (not sys.platform.startswith('linux')
-      or os.environ.get('FLAX_ATTN_HUGEPAGES', '1') == '0'
-      or 'glibc.malloc.hugetlb' in tunables):
-    return
-  os.environ['GLIBC_TUNABLES'] = ':'.join(
-      t for t in (tunables, 'glibc.malloc.hugetlb=1') if t)
-  argv = getattr(sys, 'orig_argv', None) or [sys.executable] + sys.argv
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os.execv(sys.executable, [sys.executable] + list(argv[1:]))
+
+def before_imports() -> None:
+  """flax_attn.runtime.before_imports: TensorFlow's C++ logs off, then a
+  restart with malloc on huge pages (FLAX_ATTN_HUGEPAGES=0: no restart)."""
+  _runtime().before_imports()
+
+
+# The name train.py / eval.py used before flax_attn/runtime.py existed.
+reexec_with_huge_pages = before_imports

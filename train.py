@@ -6,15 +6,14 @@
 
 Resumes from the latest checkpoint in --workdir; SIGTERM saves one and exits.
 """
-import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 if __name__ == '__main__':
+  # Before JAX is imported: flax_attn/runtime.py says what and why.
   import launch_env  # noqa: E402
-  launch_env.reexec_with_huge_pages()
+  launch_env.before_imports()
 
-from absl import app, logging  # noqa: E402
+from absl import app  # noqa: E402
 
 from flax_attn import cli  # noqa: E402
 
@@ -25,7 +24,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = cli.FLAGS.config
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
 
   def body():
     import jax  # pylint: disable=g-import-not-at-top

@@ -1,17 +1,32 @@
-"""What train.py and eval.py share: flags, start-up and one-line failures."""
+"""What the command-line tools share: flags, start-up and one-line failures.
+
+User mistakes (flax_attn.errors.UserError: a bad config value, an unknown
+name, a missing dataset, an unreadable checkpoint) print one line and exit
+2; any other exception is a bug and keeps its traceback. Process set-up
+(CPU devices, compilation cache, log filters) is flax_attn.runtime's.
+"""
 from __future__ import annotations
 
+import ast
 import json
-import logging
 import os
 import sys
-from typing import Callable
+from typing import Callable, List, Tuple
 
 from absl import flags
 from ml_collections import config_flags
 
-from flax_attn.errors import ConfigError
-from flax_attn.registry import UnknownNameError
+from flax_attn import runtime
+from flax_attn.errors import ConfigError, UserError
+# Process set-up lives in flax_attn.runtime; these names stay importable
+# from here (benchmarks/speed.py, the notebooks).
+from flax_attn.runtime import (configure_cpu_devices, cpu_device_count,  # noqa: F401
+                               enable_compilation_cache, with_cpu_devices)
+
+# Option dicts of the chosen model and attention: their command-line
+# overrides are applied after the rest of the config (so in any order) and
+# checked against what that model / attention takes.
+KWARGS_FIELDS = ('attn_kwargs', 'model_kwargs')
 
 FLAGS = flags.FLAGS
 
@@ -44,16 +59,9 @@ def define_multihost_flags() -> None:
                        'to connect to the coordinator.')
 
 
-def start_multihost() -> None:
-  """jax.distributed.initialize from the --multihost flags."""
-  from flax_attn import distributed  # pylint: disable=g-import-not-at-top
-  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
-                         FLAGS.process_id, FLAGS.coordinator_timeout)
-
-
 def _unknown_override(argv) -> str:
-  """For `--config.attn_kwargs.foo=1` (a field the config does not have): a
-  line naming it and what config.attn_kwargs / model_kwargs accept."""
+  """For `--config.augment.foo=1` (a field the config does not have): a
+  line naming it and the fields that part of the config has."""
   config = FLAGS['config'].value or _config_from_argv(argv)
   if config is None:
     return ''
@@ -75,13 +83,8 @@ def _unknown_override(argv) -> str:
     missing = parts[len(parent)]
     where = '.'.join(parent)
     hint = ''
-    if where == 'attn_kwargs':
-      hint = _attention_options(config)
-    elif where:
+    if where:
       hint = f'; config.{where} has: {", ".join(sorted(node)) or "no fields"}'
-    if where in ('attn_kwargs', 'model_kwargs'):
-      hint += ('; options a config file does not set cannot be added from '
-               'the command line: set it in the config file')
     return (f'unknown config field {path!r}: config.{where or missing} has no '
             f'field {missing!r}{hint}')
   return ''
@@ -106,32 +109,104 @@ def _config_from_argv(argv):
     return None
 
 
-def _attention_options(config) -> str:
+def split_kwargs_overrides(argv) -> Tuple[List[str], List[Tuple[str, str]]]:
+  """argv without its `--config.attn_kwargs.*` / `--config.model_kwargs.*`
+  overrides, and those as (path below config, text of the value)."""
+  rest, overrides = [], []
+  args = iter(argv)
+  for arg in args:
+    if arg == '--':
+      rest.append(arg)
+      rest.extend(args)
+      break
+    name = arg[len('--config.'):] if arg.startswith('--config.') else ''
+    if name.split('.', 1)[0] in KWARGS_FIELDS and '.' in name.split('=')[0]:
+      path, sep, text = name.partition('=')
+      if not sep:  # --config.attn_kwargs.reduction 8
+        text = next(args, None)
+        if text is None:
+          raise ConfigError(f'--config.{path} needs a value')
+      overrides.append((path, text))
+    else:
+      rest.append(arg)
+  return rest, overrides
+
+
+def parse_override_value(text: str, current=None):
+  """A command-line value: a string where the config holds a string, else a
+  Python literal (8, 0.5, True, (1, 2), 'x'), else the text itself."""
+  if isinstance(current, str):
+    return text
+  if text.lower() in ('true', 'false'):
+    return text.lower() == 'true'
   try:
-    from flax_attn.attention import ATTENTION, attention_fields  # pylint: disable=g-import-not-at-top
-    name = config.get('attn', 'default')
-    if name in ('default', 'none', '', None):
-      return (f' (config.attn={name!r}: set config.attn to name the '
-              'attention whose options these are)')
-    return (f'; attention {name!r} takes: '
-            f'{", ".join(attention_fields(ATTENTION.get(name)))}')
-  except Exception:  # pylint: disable=broad-except
-    return ''
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+  if (isinstance(current, float) and isinstance(value, int)
+      and not isinstance(value, bool)):
+    value = float(value)
+  return value
+
+
+def apply_kwargs_overrides(config, overrides) -> None:
+  """Sets each (path, text) of split_kwargs_overrides in `config` (locked
+  or not), then checks the model and attention the config now names take
+  those options: one ConfigError naming the option and what is valid."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  if not overrides:
+    return
+  with config.unlocked():
+    for path, text in overrides:
+      *parents, leaf = path.split('.')
+      node = config
+      for part in parents:
+        if part not in node or node[part] is None:
+          node[part] = ml_collections.ConfigDict()
+        node = node[part]
+        if not isinstance(node, ml_collections.ConfigDict):
+          raise ConfigError(f'--config.{path}: config.{part} is not a dict of '
+                            'options')
+      with node.ignore_type():
+        node[leaf] = parse_override_value(text, node.get(leaf))
+  check_model_options(config)
+
+
+def check_model_options(config) -> None:
+  """Builds (does not trace) the model the config describes: an option the
+  model or its attention does not take fails here, in one line, before
+  JAX starts."""
+  from flax_attn.models import model_from_config  # pylint: disable=g-import-not-at-top
+  model_from_config(config, num_classes=10)
 
 
 def parse_flags(argv, config_optional: bool = False):
   """absl's flag parsing, with config errors as one line and exit code 2.
 
   A mistyped `--config.field` is caught here: the config is locked, and
-  ml_collections raises while applying the override.
+  ml_collections raises while applying the override. Options of the model
+  and attention (`--config.attn_kwargs.X`, `--config.model_kwargs.X`) may
+  be new fields: they are applied last, whatever their place on the
+  command line, and checked against the model and attention chosen.
   """
   try:
-    remaining = FLAGS(argv)
+    argv, kwargs_overrides = split_kwargs_overrides(argv)
+    # ml_collections reads the overrides from sys.argv, not from `argv`.
+    saved_argv, sys.argv = sys.argv, list(argv)
+    try:
+      remaining = FLAGS(argv)
+    finally:
+      sys.argv = saved_argv
     if FLAGS['config'].value is None and not config_optional:
       raise flags.Error('flag --config must have a value other than None.')
     if FLAGS['config'].value is not None:
       FLAGS.config.get('model')  # a config file that failed to load raises
+      apply_kwargs_overrides(FLAGS.config, kwargs_overrides)
+    elif kwargs_overrides:
+      raise ConfigError(f'--config.{kwargs_overrides[0][0]} needs --config')
     return remaining
+  except UserError as e:
+    message = str(e)
   except SyntaxError as e:
     message = (f'the config file {e.filename}:{e.lineno} does not parse: '
                f'{e.msg}')
@@ -149,6 +224,8 @@ def parse_flags(argv, config_optional: bool = False):
     if unknown and 'Unknown command line flag' in message:
       message = unknown
   except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # ml_collections' own errors for a bad override (a field the locked
+    # config lacks, a value of the wrong type).
     message = str(e.args[0]) if e.args else str(e)
     message = message.replace("\\'", "'").replace('\\n', '\n').strip('\'"')
     unknown = _unknown_override(argv)
@@ -159,64 +236,6 @@ def parse_flags(argv, config_optional: bool = False):
       message = f'unknown config field {field.strip(chr(39) + chr(34) + " ")}; {hint.strip()}'
   print(f'error: {" ".join(message.split())}', file=sys.stderr)
   sys.exit(2)
-
-
-def cpu_device_count(requested: int, cores: int, batch_sizes) -> int:
-  """XLA:CPU devices to split the host into (0: leave XLA's one device).
-
-  requested: config.cpu_devices. -1 = one device per core, or the largest
-  count up to that which divides every batch size; 0 = XLA's default; N = N
-  (validate_config names a batch size N does not divide).
-  """
-  if not isinstance(requested, int) or requested < -1:
-    raise ConfigError(f'config.cpu_devices={requested!r} is not valid; valid: '
-                      '-1 (one per core), 0 (XLA\'s single CPU device) or a '
-                      'positive count')
-  if requested >= 0:
-    return requested
-  count = max(d for d in range(1, max(cores, 1) + 1)
-              if all(b % d == 0 for b in batch_sizes))
-  return count if count > 1 else 0
-
-
-def with_cpu_devices(xla_flags: str, requested: int, cores: int,
-                     batch_sizes, max_devices: int = 0) -> str:
-  """`xla_flags` plus what splits the host into cpu_device_count(...)
-  XLA:CPU devices (at most max_devices, 0 = no limit), each single-threaded
-  when they fill the cores. Flags that already set a device count (or
-  Eigen's threading) are kept as they are."""
-  if 'xla_force_host_platform_device_count' in xla_flags:
-    return xla_flags
-  usable = min(cores, max_devices or cores)
-  count = cpu_device_count(requested, usable, batch_sizes)
-  if not count:
-    return xla_flags
-  extra = f'--xla_force_host_platform_device_count={count}'
-  if count >= cores and 'xla_cpu_multi_thread_eigen' not in xla_flags:
-    extra += ' --xla_cpu_multi_thread_eigen=false'
-  return f'{xla_flags} {extra}'.strip()
-
-
-def configure_cpu_devices(config) -> None:
-  """Splits a CPU host into config.cpu_devices XLA:CPU devices (default: one
-  per core, each single-threaded), before JAX starts its backends.
-
-  The batch is then sharded over them as over GPUs. XLA:CPU on its own uses
-  a second core poorly for CNN steps: a CIFAR ResNet-20 step ran 35% faster
-  on 2 cores this way (benchmarks/README.md, change 26). Only the CPU
-  backend is affected; XLA_FLAGS that already set a device count are left
-  as they are.
-  """
-  cores = len(os.sched_getaffinity(0)) if hasattr(
-      os, 'sched_getaffinity') else (os.cpu_count() or 1)
-  eval_batch = config.get('eval_batch_size', 0) or config.batch_size
-  flags_env = os.environ.get('XLA_FLAGS', '')
-  # A mesh of config.num_devices devices uses no more of them.
-  new_flags = with_cpu_devices(flags_env, config.get('cpu_devices', -1),
-                               cores, (config.batch_size, eval_batch),
-                               config.get('num_devices', 0))
-  if new_flags != flags_env:
-    os.environ['XLA_FLAGS'] = new_flags
 
 
 def config_from_workdir(workdir: str):
@@ -237,67 +256,26 @@ def config_from_workdir(workdir: str):
 
 
 def start_jax(config, multihost: bool) -> None:
-  """What train.py and eval.py do before building anything: CPU devices,
-  multi-host initialisation, the compilation cache."""
+  """flax_attn.runtime.start with this tool's --multihost flags: what
+  train.py, eval.py and visualize do before building anything."""
   if not multihost:
     for name in ('coordinator_address', 'num_processes', 'process_id'):
       if FLAGS[name].present:
         raise ConfigError(f'--{name}={FLAGS[name].value} needs --multihost')
-    configure_cpu_devices(config)
+    runtime.start(config)
   else:
-    start_multihost()
-  cache_dir = enable_compilation_cache(config)
-  if multihost and cache_dir:
-    from flax_attn import distributed  # pylint: disable=g-import-not-at-top
-    distributed.share_compilation_cache(cache_dir)
-
-
-def enable_compilation_cache(config):
-  """JAX's persistent compilation cache (config.compilation_cache_dir;
-  'none' disables it). Returns its directory, or None."""
-  import jax  # pylint: disable=g-import-not-at-top
-  path = config.get('compilation_cache_dir', '') or os.path.join(
-      os.path.expanduser('~'), '.cache', 'flax_attn', 'jax')
-  if path == 'none':
-    return None
-  jax.config.update('jax_compilation_cache_dir', path)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
-  return path
-
-
-class _OrbaxErrorLogFilter(logging.Filter):
-  """Drops orbax's own ERROR logs: each failing writer thread logs its
-  traceback, and the same error reaches run_main as an exception, which
-  prints it in one line (or, if unexpected, with its traceback)."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    if record.levelno < logging.ERROR:
-      return True
-    if f'{os.sep}orbax{os.sep}' in (record.pathname or ''):
-      return False
-    # asyncio, at exit, about orbax's writer tasks that failed with the
-    # error already reported.
-    return not (record.name == 'asyncio' and 'orbax' in record.getMessage())
-
-
-def _quiet_closed_loop_callbacks(unraisable) -> None:
-  """After a failed save (a full disk), TensorStore completes the writes
-  still in flight and calls back into orbax's event loop, already closed:
-  one 'Event loop is closed' traceback per write, nothing lost. Those are
-  dropped; anything else goes to Python's default hook."""
-  value = unraisable.exc_value
-  if isinstance(value, RuntimeError) and 'Event loop is closed' in str(value):
-    return
-  sys.__unraisablehook__(unraisable)
+    runtime.start(config, multihost=True,
+                  coordinator_address=FLAGS.coordinator_address,
+                  num_processes=FLAGS.num_processes,
+                  process_id=FLAGS.process_id,
+                  coordinator_timeout=FLAGS.coordinator_timeout)
 
 
 def run_main(body: Callable[[], int]) -> int:
-  """Runs `body`, turning user errors into one line on stderr and exit 2."""
-  for name in ('absl', 'asyncio'):
-    logging.getLogger(name).addFilter(_OrbaxErrorLogFilter())
-  sys.unraisablehook = _quiet_closed_loop_callbacks
-  from flax_attn.data import DatasetNotFoundError  # pylint: disable=g-import-not-at-top
-  from flax_attn.errors import DivergenceError, UserError  # pylint: disable=g-import-not-at-top
+  """Runs `body`: a user mistake (flax_attn.errors.UserError) is one line on
+  stderr and exit 2 (3: training diverged); anything else propagates with
+  its traceback."""
+  from flax_attn.errors import DivergenceError  # pylint: disable=g-import-not-at-top
   from flax_attn.train import Preempted  # pylint: disable=g-import-not-at-top
   try:
     return body()
@@ -311,11 +289,7 @@ def run_main(body: Callable[[], int]) -> int:
   except DivergenceError as e:
     print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
     return 3
-  except (UserError, UnknownNameError, DatasetNotFoundError) as e:
-    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
-    return 2
-  except ValueError as e:
-    # Model / attention option checks raise ValueError with one line.
-    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-    print(f'error: {msg}', file=sys.stderr)
+  except UserError as e:
+    print(f'error: {str(e).splitlines()[0] if str(e) else type(e).__name__}',
+          file=sys.stderr)
     return 2

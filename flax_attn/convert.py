@@ -96,13 +96,11 @@ def convert(model: str, checkpoint: str, out_dir: str,
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = _parser().parse_args(argv)
   from flax_attn.errors import UserError  # pylint: disable=g-import-not-at-top
-  from flax_attn.registry import UnknownNameError  # pylint: disable=g-import-not-at-top
   try:
     report = convert(args.model, args.checkpoint, args.out_dir,
                      args.num_classes, args.include_fresh, args.seed,
                      args.force)
-  except (UserError, UnknownNameError, ValueError) as e:
-    # ValueError: create_model's one-line option checks (num_classes, ...).
+  except UserError as e:  # a bad name, file or option; bugs keep tracebacks
     print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
     return 2
   print(report.summary())

@@ -13,9 +13,8 @@ join them. This module is what train.py / eval.py add on top:
   hashes, on CPU, the local client's topology fingerprint into every key,
   which differs per process: process 0 hit its warm cache while process 1
   missed and compiled for minutes, and process 0's collective timed out
-  waiting for it. Here the CPU key hashes the device kinds instead, as
-  JAX does for backends without a topology (the program, its device
-  assignment and the flags stay in the key), and a cache directory that
+  waiting for it. flax_attn.runtime makes the CPU key the same in every
+  process (`share_compilation_cache_keys`), and a cache directory that
   not every process can see is switched off on all of them, since a
   process that cannot read process 0's entries would always compile alone.
 
@@ -32,6 +31,7 @@ import uuid
 from typing import Optional
 
 from flax_attn.errors import ConfigError
+from flax_attn.runtime import share_compilation_cache_keys
 
 # Seconds a process waits for the coordinator (and for the others to join).
 DEFAULT_TIMEOUT_S = 300
@@ -135,35 +135,6 @@ def initialize(coordinator_address: Optional[str] = None,
                       f'{message[:300]}') from e
   finally:
     done.set()
-  share_compilation_cache_keys()
-
-
-def share_compilation_cache_keys() -> bool:
-  """Makes the persistent-cache key of a multi-process CPU program the same
-  in every process (see the module docstring). Returns False where JAX's
-  key function is not the one this was written for (then
-  `share_compilation_cache` switches the cache off instead)."""
-  try:
-    from jax._src import cache_key  # pylint: disable=g-import-not-at-top
-    original = cache_key._hash_accelerator_config  # pylint: disable=protected-access
-    hash_devices = cache_key._hash_devices  # pylint: disable=protected-access
-  except (ImportError, AttributeError):
-    return False
-  if getattr(original, 'flax_attn_process_invariant', False):
-    return True
-
-  def hash_accelerator_config(hash_obj, accelerators):
-    devices = list(getattr(accelerators, 'flat', accelerators))
-    if (devices and devices[0].platform == 'cpu'
-        and len({d.process_index for d in devices}) > 1):
-      # The CPU topology fingerprint is the local client's: per process.
-      hash_devices(hash_obj, accelerators)
-      return None
-    return original(hash_obj, accelerators)
-
-  hash_accelerator_config.flax_attn_process_invariant = True
-  cache_key._hash_accelerator_config = hash_accelerator_config  # pylint: disable=protected-access
-  return True
 
 
 def _client():
@@ -215,7 +186,8 @@ def share_compilation_cache(path: str) -> bool:
     return True
   reason = None
   if not share_compilation_cache_keys():
-    reason = ('this JAX computes per-process cache keys on CPU' if
+    reason = ('cache keys differ per process on CPU (this JAX, or '
+              'FLAX_ATTN_CACHE_KEY_PATCH=0)' if
               jax.devices()[0].platform == 'cpu' else None)
   if reason is None and '://' not in path:  # remote storage is shared
     blind = cache_is_shared(path)

@@ -45,6 +45,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from flax_attn.errors import ConfigError
+
 IMPLEMENTATIONS = ('blockwise', 'xla', 'cudnn', None)
 MAX_BLOCK = 512
 _F32 = jnp.float32
@@ -276,8 +278,8 @@ def xla_attention(query, key, value, scale: float = 1.0,
 def check_implementation(implementation, owner: str) -> None:
   """One-line error for an unknown implementation name."""
   if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f'{owner}: unknown implementation {implementation!r}; '
-                     "valid: 'blockwise', 'xla', 'cudnn', None")
+    raise ConfigError(f'{owner}: unknown implementation {implementation!r}; '
+                      "valid: 'blockwise', 'xla', 'cudnn', None")
 
 
 def attend_positions(query, key, value, scale: float = 1.0,

@@ -12,12 +12,7 @@ import importlib
 import pkgutil
 from typing import Any, Callable, Dict, Iterable, List
 
-
-class UnknownNameError(KeyError):
-  """A name that is not registered. `str()` is one line with suggestions."""
-
-  def __str__(self) -> str:  # KeyError quotes its message; we do not.
-    return str(self.args[0]) if self.args else ''
+from flax_attn.errors import UnknownNameError  # noqa: F401  (raised here)
 
 
 def suggest(name: str, valid: Iterable[str], kind: str) -> str:

@@ -322,4 +322,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
+  from flax_attn import runtime  # pylint: disable=g-import-not-at-top
+  runtime.before_imports()
+  runtime.start()  # no experiment config: one device, the default cache
   sys.exit(main())

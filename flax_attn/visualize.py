@@ -650,7 +650,7 @@ def _parse_query(text: str) -> Tuple[float, float]:
 
 
 def main(argv=None) -> int:
-  from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
   from flax_attn import cli  # pylint: disable=g-import-not-at-top
   cli.define_flags()
   flags.DEFINE_string('out', None, 'Folder for the PNGs (created).')
@@ -667,7 +667,6 @@ def main(argv=None) -> int:
     if len(argv_) > 1:
       raise app.UsageError(f'unexpected arguments: {" ".join(argv_[1:])}')
     config = cli.FLAGS.config
-    logging.set_verbosity(logging.WARNING)
 
     def body():
       cli.start_jax(config, cli.FLAGS.multihost)
@@ -688,4 +687,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  from flax_attn import runtime  # pylint: disable=g-import-not-at-top
+  runtime.before_imports()  # the package is imported: re-execs only
   main()

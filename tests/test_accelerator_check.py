@@ -12,6 +12,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import flax_attn
@@ -30,10 +31,29 @@ def check():
   return module
 
 
-def test_tiny_csm_case_trains_and_reports(check, tmp_path, capsys):
+def test_tiny_csm_case_trains_and_reports(check, tmp_path, capsys,
+                                          monkeypatch):
+  # The parameters before and after its steps (the step donates its input
+  # state: copied to the host first).
+  params = {}
+  time_steps = check.time_steps
+
+  def recording_time_steps(compiled, state, batch, warmup, steps):
+    params['before'] = jax.device_get(state.params)
+    out = time_steps(compiled, state, batch, warmup, steps)
+    params['after'] = jax.device_get(out[2].params)
+    return out
+
+  monkeypatch.setattr(check, 'time_steps', recording_time_steps)
   path = tmp_path / 'check.json'
   assert check.main(['--tiny', '--cases', 'csm_resnet50', '--json',
                      str(path)]) == 0
+  # The train step trained: every parameter array moved (SGD with L2 weight
+  # decay touches each one), by a finite amount.
+  moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))),
+                       params['before'], params['after'])
+  changes = jax.tree.leaves(moved)
+  assert changes and all(math.isfinite(c) and c > 0 for c in changes), moved
   result = json.loads(path.read_text())
   assert result['tiny'] and result['devices'] == len(jax.devices()) == 8
   (row,) = result['rows']

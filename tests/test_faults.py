@@ -10,6 +10,7 @@ import io
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -159,10 +160,46 @@ def test_divergent_resume_stops_at_once_and_keeps_every_good_checkpoint(
   assert result['step'] == 18 and np.isfinite(result['eval_loss'])
 
 
-def test_a_non_finite_state_is_never_written(tmp_path):
-  state = {'w': jnp.array([1.0, np.nan])}
-  assert not bool(train._all_finite(state))  # pylint: disable=protected-access
-  assert bool(train._all_finite({'w': jnp.ones(3), 'i': jnp.arange(2)}))  # pylint: disable=protected-access
+def _with_first_leaf(tree, value):
+  """`tree` with one element of its first array set to `value`."""
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  leaves[0] = leaves[0].at[(0,) * leaves[0].ndim].set(value)
+  return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def test_a_non_finite_state_is_never_written(trained, tmp_path):
+  """The writer itself refuses (whatever called it): a NaN weight or an
+  infinite BatchNorm statistic raises, and no checkpoint appears or
+  changes; the same writer then saves a finite state."""
+  workdir = copy_of(trained, tmp_path)
+  before = {s: integrity.checksums(os.path.join(workdir, 'checkpoints',
+                                                 str(s)))
+            for s in steps_in(workdir)}
+  manager = train.create_checkpoint_manager(workdir, tiny_config())
+  writer = train.CheckpointWriter(manager, workdir, tiny_config(), True)
+  b = train._build(tiny_config(), workdir)  # pylint: disable=protected-access
+  state, _, _ = train.restore_intact(manager, workdir, b['state'],
+                                     'cifar_resnet8', set_aside=False)
+  state = state.replace(step=jnp.int32(13))
+  bad_states = (
+      state.replace(params=_with_first_leaf(state.params, np.nan)),
+      state.replace(batch_stats=_with_first_leaf(state.batch_stats, np.inf)))
+  for bad in bad_states:
+    with pytest.raises(DivergenceError, match=r'^the train state at step 13 '
+                       'is not finite; it was not saved and the last '
+                       'checkpoint, step 12, is intact'):
+      writer.save(bad, {'json': 0}, tiny_config())
+    writer.finish()
+    assert steps_in(workdir) == [6, 12]
+  for s, sums in before.items():
+    assert integrity.checksums(os.path.join(workdir, 'checkpoints',
+                                            str(s))) == sums
+  writer.save(state, {'json': 0}, tiny_config())
+  writer.finish()
+  assert steps_in(workdir) == [6, 12, 13]
+  assert integrity.verify(os.path.join(workdir, 'checkpoints', '13')) == (
+      integrity.OK)
+  manager.close()
 
 
 def test_last_good_checkpoint_survives_rotation(trained, tmp_path):
@@ -242,6 +279,9 @@ def test_randomized_corruption_is_always_detected(trained, tmp_path):
     detected.append((what, status))
     shutil.rmtree(step_dir)
   assert len(detected) == CORRUPTIONS
+  # The seed's draws cover every kind of damage.
+  assert {what.split()[0] for what, _ in detected} == {
+      'flip', 'truncate', 'delete', 'append'}, detected
   # The manifest itself: a changed or cut one is detected; a deleted one
   # leaves the checkpoint 'unverified' (restored with a warning, as one
   # written before checksums existed or killed before writing them).
@@ -268,10 +308,13 @@ def test_randomized_corruption_is_always_detected(trained, tmp_path):
         *(f'{w}: {s}' for w, s in detected), sep='\n  ')
 
 
+@pytest.mark.parametrize('damage', ['truncate_array', 'flip_array',
+                                    'delete_array'])
 def test_train_and_eval_fall_back_from_a_bad_latest_checkpoint(
-    trained, tmp_path, damage='truncate_array'):
-  """The other kinds of damage are the randomized test's: they are all
-  detected by the same verification, which is all that differs here."""
+    trained, tmp_path, damage):
+  """Each kind of damage to the largest array file: eval.py names it; then
+  (once: the fall-backs are the same for every kind) eval.py falls back to
+  step 6, and train.py moves step 12 aside and retrains it."""
   workdir = copy_of(trained, tmp_path)
   step_dir = os.path.join(workdir, 'checkpoints', '12')
   arrays = sorted(rel for rel, _ in integrity._files(step_dir)  # pylint: disable=protected-access
@@ -287,11 +330,18 @@ def test_train_and_eval_fall_back_from_a_bad_latest_checkpoint(
       f.truncate(os.path.getsize(path) // 3)
   else:
     os.remove(path)
+  rel = os.path.relpath(path, step_dir)
+  problem = {'truncate_array': f'file {rel} has ',
+             'flip_array': f'file {rel} does not match its SHA-256 checksum',
+             'delete_array': f'file {rel} is missing'}[damage]
+  assert integrity.verify(step_dir).startswith(problem)
   config = tiny_config()
   # eval.py: --checkpoint 12 says it is bad; without it, step 6 is used.
   line = one_line_error(lambda: train.evaluate(config, workdir, 12))
   assert line.startswith(f'error: checkpoint step 12 in {workdir}')
-  assert 'is corrupt: file state/' in line
+  assert f'is corrupt: {problem}' in line
+  if damage != 'truncate_array':  # the fall-backs are the same for each
+    return
   stderr = io.StringIO()
   with redirect_stderr(stderr):
     result = train.evaluate(config, workdir)
@@ -476,7 +526,7 @@ def test_cli_inputs_fail_with_one_line(tmp_path):
   assert all(l.startswith('2 error: ') and ' | ' not in l for l in lines), lines
   assert f'{bad_syntax}:1 does not parse: invalid syntax' in lines[0]
   assert "unknown HGA ablation 'bogus'; valid: no_mfe" in lines[1]
-  assert ("config.attn_kwargs has no field 'foo'; attention 'se' takes: "
+  assert ("unknown option 'foo' for attention 'se'; valid options: "
           'reduction') in lines[2]
   assert 'config.augment has: color_jitter, crop' in lines[3]
   assert "unknown model 'nosuchmodel'" in lines[4]
@@ -520,23 +570,31 @@ def test_kill9_during_saves_resumes_to_the_uninterrupted_result(tmp_path,
           cache_flag]
   rng = random.Random(20)
   work = tmp_path / 'killed'
-  kills = 0
+  newest = lambda: max(steps_in(str(work)), default=0) if os.path.isdir(
+      work / 'checkpoints') else 0
+  kills = []  # (newest step before the start, newest at the kill)
   for _ in range(3):
+    start = newest()
     proc = _cli('train.py', *args, '--workdir', work)
     t0 = time.time()
-    # Wait for training to be under way, then a random moment of it.
-    while time.time() - t0 < 240 and proc.poll() is None and not (
-        os.path.isdir(work / 'checkpoints') and steps_in(str(work))):
+    # Wait for this process to save a new step (old checkpoints exist after
+    # the first round), then a random moment of the saves that follow.
+    while time.time() - t0 < 240 and proc.poll() is None and (
+        newest() <= start):
       time.sleep(0.02)
-    time.sleep(rng.uniform(0.0, 1.5))
+    time.sleep(rng.uniform(0.0, 0.3))
     if proc.poll() is None:
+      at_kill = newest()
       os.killpg(proc.pid, signal.SIGKILL)
-      kills += 1
+      kills.append((start, at_kill))
     proc.communicate(timeout=60)
     for step in steps_in(str(work)):
       status = integrity.verify(str(work / 'checkpoints' / str(step)))
       assert status in (integrity.OK, integrity.UNVERIFIED), (step, status)
-  assert kills >= 2
+  # Every round was killed while training, after it had saved a step of its
+  # own, before the end.
+  assert len(kills) == 3, kills
+  assert all(start < at_kill < 40 for start, at_kill in kills), kills
   code, _, err = _run('train.py', *args, '--workdir', work)
   assert code == 0, err
   assert 'corrupt' not in err
@@ -558,6 +616,21 @@ def _in_private_mount(script, timeout=400):
                         env={**os.environ, **CHILD_ENV}, cwd=REPO)
 
 
+# Inside the private mount (its tmpfs vanishes with it): every entry of a
+# checkpoints folder and integrity.verify's verdict on it, as JSON. Loads
+# flax_attn/integrity.py by path: the standard library only, no JAX start.
+VERIFY_ALL = textwrap.dedent(f'''
+    import importlib.util, json, os, sys
+    spec = importlib.util.spec_from_file_location(
+        'integrity', {os.path.join(REPO, 'flax_attn', 'integrity.py')!r})
+    integrity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(integrity)
+    folder = sys.argv[1]
+    print(json.dumps({{name: integrity.verify(os.path.join(folder, name))
+                      for name in sorted(os.listdir(folder))}}))
+    ''')
+
+
 def test_full_disk_and_read_only_workdir_fail_with_one_line(tmp_path,
                                                            cache_flag):
   disk = tmp_path / 'disk'
@@ -572,7 +645,7 @@ def test_full_disk_and_read_only_workdir_fail_with_one_line(tmp_path,
     mount -t tmpfs -o size=300k tmpfs {disk}
     set +e
     {train_cmd} > {out}/full.out 2> {out}/full.err; echo $? > {out}/full.code
-    ls {disk}/work/checkpoints > {out}/full.ls
+    {py} -c {shlex.quote(VERIFY_ALL)} {disk}/work/checkpoints > {out}/full.ls
     mount -o remount,size=8m {disk}
     {train_cmd} > {out}/resume.out 2> {out}/resume.err
     echo $? > {out}/resume.code
@@ -586,9 +659,12 @@ def test_full_disk_and_read_only_workdir_fail_with_one_line(tmp_path,
   err = read('full.err').splitlines()
   assert len(err) == 1 and err[0].startswith('error: cannot write '), err
   assert 'the disk is full' in err[0] and str(disk) in err[0]
-  # The partial checkpoint is gone: what is left are finished checkpoints.
-  left = read('full.ls').split()
-  assert left and all(name.isdigit() for name in left), left
+  # The partial checkpoint is gone: what is left are finished checkpoints,
+  # each intact (its files match the checksums written when it finished).
+  left = json.loads(read('full.ls'))
+  assert left and all(status == integrity.OK for status in left.values()), (
+      left)
+  assert all(name.isdigit() for name in left), left
   assert read('resume.code') == '0', read('resume.err')
   assert f'resumed from {disk}/work/checkpoints/' in read('resume.out')
   assert read('ro.code') == '2'

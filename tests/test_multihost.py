@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -203,14 +204,35 @@ def test_unreachable_coordinator_fails_with_one_line_in_time(tmp_path):
          os.path.join(REPO, 'tests', 'tiny_config.py'), '--workdir',
          str(tmp_path), '--multihost', f'--coordinator_address=127.0.0.1:{port}',
          '--num_processes=2', '--process_id=1', '--coordinator_timeout=3']
+  # The child stamps the moment its set-up starts waiting (as close to the
+  # watchdog's start as the command line allows), so the wait is measured
+  # without the imports' time.
+  stamp = tmp_path / 'started'
+  script = textwrap.dedent(f'''
+      import runpy, sys, time
+      sys.path.insert(0, {REPO!r})
+      from flax_attn import distributed
+      initialize = distributed.initialize
+      def stamped(*args, **kwargs):
+        open({str(stamp)!r}, 'w').write(repr(time.time()))
+        return initialize(*args, **kwargs)
+      distributed.initialize = stamped
+      sys.argv = cmd = sys.argv[1:]
+      runpy.run_path(cmd[0], run_name='__main__')
+      ''')
+  cmd = [sys.executable, '-c', script] + cmd[1:]
   proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True,
-                          env=_child_env(), start_new_session=True)
+                          env={**_child_env(), 'FLAX_ATTN_HUGEPAGES': '0'},
+                          start_new_session=True)
   try:
     _, err = proc.communicate(timeout=180)
   except subprocess.TimeoutExpired:
     _kill([proc])
     raise
+  waited = time.time() - float(stamp.read_text())
+  # The watchdog's 3 s, not JAX's own deadline (timeout + 30 s) or at once.
+  assert 3.0 <= waited < 3.0 + 10, waited
   assert proc.returncode == 2, err
   lines = [line for line in err.splitlines() if line.strip()]
   assert len(lines) == 1, err

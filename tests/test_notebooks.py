@@ -6,7 +6,9 @@ without an installed kernelspec), with one XLA:CPU device and the suite's
 fast-compile flags.
 """
 import json
+import math
 import os
+import re
 
 import nbformat
 import papermill
@@ -63,4 +65,40 @@ def test_notebook_runs_in_smoke_mode(name, tmp_path, monkeypatch):
   text = '\n'.join(text)
   for expected in EXPECTED[name]:
     assert expected in text, (expected, text[-3000:])
-  assert images >= 1
+  assert images >= IMAGES[name], (images, text[-3000:])
+  # Every run's printed result: a finite loss near chance level (ln 10 for
+  # digits, after a few steps) and a top-1 that is a fraction.
+  results = printed_results(text)
+  assert len(results) == RUNS[name], text[-3000:]
+  for result in results:
+    assert 0.0 < result['eval_loss'] < 3 * math.log(10), result
+    assert 0.0 <= result['top1'] <= result['top5'] <= 1.0, result
+  if name == 'quickstart':  # its evaluation of the same checkpoint
+    top1, top5 = (float(v) for v in re.search(
+        r'top-1 ([0-9.]+), top-5 ([0-9.]+) on \d+ digits images', text).groups())
+    assert top1 == pytest.approx(results[0]['top1'], abs=1e-4)
+    assert top5 == pytest.approx(results[0]['top5'], abs=1e-4)
+  if name == 'attention_maps':  # both runs' maps were found and drawn
+    for attention in ('se', 'cbam'):
+      assert re.search(rf'^{attention} \| CAM: \S.*; attention modules: '
+                       rf'{attention} x3$', text, re.M), text[-3000:]
+
+
+# How many results each notebook prints (train_and_evaluate's dict) and the
+# pictures it must show (attention_maps: a grid and channel weights for
+# each of its two attentions).
+RUNS = {'quickstart': 1, 'attention_maps': 2, 'paper_experiment': 1}
+IMAGES = {'quickstart': 1, 'attention_maps': 4, 'paper_experiment': 1}
+_NUMBER = r'(?:np\.float\d+\()?([-+0-9.eE]+|nan|inf)'
+
+
+def printed_results(text):
+  """The train_and_evaluate dicts a notebook printed, as floats."""
+  results = []
+  for line in text.splitlines():
+    if "'eval_loss'" not in line:
+      continue
+    results.append({key: float(re.search(rf"'{key}': {_NUMBER}",
+                                         line).group(1))
+                    for key in ('eval_loss', 'top1', 'top5')})
+  return results

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 from typing import Any, Callable, Mapping, Optional, Union
 
+from flax_attn.errors import ConfigError
 from flax_attn.registry import ATTENTION, import_submodules, register_attention  # noqa: F401,E501
 
 # Every module of this package registers its attention types when imported:
@@ -25,7 +26,7 @@ from flax_attn.registry import ATTENTION, import_submodules, register_attention 
 import_submodules(__name__, __path__)
 
 
-class NotABlockAttentionError(ValueError):
+class NotABlockAttentionError(ConfigError):
   """Raised for a registered type that cannot gate a block's output (it
   replaces a layer instead, like SK); its message names what to use."""
 
@@ -57,8 +58,8 @@ def get_attention(spec: AttnSpec,
   kwargs = dict(kwargs or {})
   if spec is None or spec == '' or spec == 'none':
     if kwargs:
-      raise ValueError(f'attention kwargs {sorted(kwargs)} given without an '
-                       'attention type')
+      raise ConfigError(f'attention kwargs {sorted(kwargs)} given without an '
+                        'attention type')
     return None
   if isinstance(spec, str):
     cls = ATTENTION.get(spec)
@@ -68,8 +69,8 @@ def get_attention(spec: AttnSpec,
     valid = attention_fields(cls)
     bad = sorted(set(kwargs) - set(valid))
     if bad:
-      raise ValueError(f'unknown option {bad[0]!r} for attention {spec!r}; '
-                       f'valid options: {", ".join(valid)}')
+      raise ConfigError(f'unknown option {bad[0]!r} for attention {spec!r}; '
+                        f'valid options: {", ".join(valid)}')
     return functools.partial(cls, **kwargs)
   if callable(spec):
     return functools.partial(spec, **kwargs) if kwargs else spec

@@ -53,6 +53,7 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flax_attn.errors import ConfigError
 from flax_attn.ops import Conv
 from flax_attn.position_attention import attend_positions, check_implementation
 from flax_attn.registry import register_attention
@@ -126,8 +127,8 @@ class ChannelSpatialModule(nn.Module):
   def __call__(self, x, train: bool = False):
     del train  # no batch statistics
     if self.mode not in MODES:
-      raise ValueError(f'CSM: unknown mode {self.mode!r}; valid: '
-                       f'{", ".join(MODES)}')
+      raise ConfigError(f'CSM: unknown mode {self.mode!r}; valid: '
+                        f'{", ".join(MODES)}')
     check_implementation(self.implementation, 'CSM')
     use_channel = self.mode != 'spatial_only'
     use_position = self.mode != 'channel_only' and self._position_here(x)
@@ -155,7 +156,7 @@ class ChannelSpatialModule(nn.Module):
       match = _STAGE_NAME.match(str(name))
       if match:
         return int(match.group(1)) in tuple(self.position_stages)
-    raise ValueError(
+    raise ConfigError(
         f'CSM: position_stages={tuple(self.position_stages)} needs the module '
         f'inside a block named stage<i>_block<j> (ResNet), but its path is '
         f'{"/".join(map(str, self.path or ())) or "<top level>"}; use '

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from flax_attn.attention.common import make_divisible
+from flax_attn.errors import ConfigError
 from flax_attn.ops import Conv
 from flax_attn.registry import register_attention
 
@@ -74,8 +75,8 @@ class GlobalContext(nn.Module):
   def __call__(self, x, train: bool = False):
     del train  # LayerNorm has no running statistics
     if self.fusion not in FUSIONS:
-      raise ValueError(f'GC fusion {self.fusion!r} is not one of '
-                       f'{", ".join(FUSIONS)}')
+      raise ConfigError(f'GC fusion {self.fusion!r} is not one of '
+                        f'{", ".join(FUSIONS)}')
     n, h, w, channels = x.shape
     if self.rd_divisor is None:
       hidden = max(1, int(channels / self.reduction))

@@ -45,6 +45,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from flax_attn.errors import ConfigError
 from flax_attn.ops import Conv
 from flax_attn.registry import register_attention
 
@@ -88,8 +89,8 @@ class MultiScaleFeatureExploitation(nn.Module):
   def __call__(self, x):
     channels = x.shape[-1]
     if channels % MFE_GROUP_WIDTH:
-      raise ValueError(f'HGA: MFE needs channels divisible by '
-                       f'{MFE_GROUP_WIDTH}, got {channels}')
+      raise ConfigError(f'HGA: MFE needs channels divisible by '
+                        f'{MFE_GROUP_WIDTH}, got {channels}')
     branch_channels = channels // MFE_GROUP_WIDTH
     branches = []
     for k in self.kernel_sizes:
@@ -172,12 +173,12 @@ class HierarchicalGlobalAttention(nn.Module):
   def _check(self):
     if not self.kernel_sizes or any(
         k < 1 or k % 2 == 0 for k in self.kernel_sizes):
-      raise ValueError(f'HGA: kernel_sizes must be odd positive integers, got '
-                       f'{tuple(self.kernel_sizes)}; e.g. (1, 3, 5, 7)')
+      raise ConfigError(f'HGA: kernel_sizes must be odd positive integers, got '
+                        f'{tuple(self.kernel_sizes)}; e.g. (1, 3, 5, 7)')
     if not self.pool_bins or any(b < 1 for b in self.pool_bins):
-      raise ValueError(f'HGA: pool_bins must be positive integers, got '
-                       f'{tuple(self.pool_bins)}; e.g. (1, 2, 4)')
+      raise ConfigError(f'HGA: pool_bins must be positive integers, got '
+                        f'{tuple(self.pool_bins)}; e.g. (1, 2, 4)')
     if (self.use_mfe and self.reduced_width is not None
         and self.reduced_width % MFE_GROUP_WIDTH):
-      raise ValueError(f'HGA: reduced_width must be a multiple of '
-                       f'{MFE_GROUP_WIDTH} or None, got {self.reduced_width}')
+      raise ConfigError(f'HGA: reduced_width must be a multiple of '
+                        f'{MFE_GROUP_WIDTH} or None, got {self.reduced_width}')

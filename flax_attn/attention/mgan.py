@@ -64,6 +64,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flax_attn.errors import ConfigError
 from flax_attn.ops import Conv
 from flax_attn.registry import register_attention
 
@@ -121,14 +122,14 @@ class MultiGrainChannelAttention(nn.Module):
 
 def _check_options(kernel_sizes, channel_input, combine='conv'):
   if not kernel_sizes or any(k < 1 or k % 2 == 0 for k in kernel_sizes):
-    raise ValueError(f'MGAN: kernel_sizes must be odd positive integers, '
-                     f'got {tuple(kernel_sizes)}; e.g. (3, 5, 7)')
+    raise ConfigError(f'MGAN: kernel_sizes must be odd positive integers, '
+                      f'got {tuple(kernel_sizes)}; e.g. (3, 5, 7)')
   if channel_input not in CHANNEL_INPUTS:
-    raise ValueError(f'MGAN: unknown channel_input {channel_input!r}; '
-                     f'valid: {", ".join(CHANNEL_INPUTS)}')
+    raise ConfigError(f'MGAN: unknown channel_input {channel_input!r}; '
+                      f'valid: {", ".join(CHANNEL_INPUTS)}')
   if combine not in COMBINES:
-    raise ValueError(f'MGAN: unknown combine {combine!r}; valid: '
-                     f'{", ".join(COMBINES)}')
+    raise ConfigError(f'MGAN: unknown combine {combine!r}; valid: '
+                      f'{", ".join(COMBINES)}')
 
 
 class MultiGrainedFeatures(nn.Module):

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from flax_attn.attention.common import make_divisible
+from flax_attn.errors import ConfigError
 from flax_attn.ops import Conv
 from flax_attn.registry import register_attention
 
@@ -94,7 +95,7 @@ class SelectiveKernelConv(nn.Module):
         epsilon=1e-5, dtype=self.dtype, use_fast_variance=False)
     for k in self.kernel_sizes:
       if k < 3 or k % 2 == 0:
-        raise ValueError(f'SK kernel size {k} must be odd and >= 3')
+        raise ConfigError(f'SK kernel size {k} must be odd and >= 3')
     num_paths = len(self.kernel_sizes)
     if self.keep_3x3:
       kernels = [3] * num_paths
@@ -102,8 +103,8 @@ class SelectiveKernelConv(nn.Module):
     else:
       kernels, dilations = list(self.kernel_sizes), [1] * num_paths
     if self.split_input and x.shape[-1] % num_paths:
-      raise ValueError(f'SK split_input: {x.shape[-1]} input channels do not '
-                       f'split into {num_paths} paths')
+      raise ConfigError(f'SK split_input: {x.shape[-1]} input channels do not '
+                        f'split into {num_paths} paths')
     inputs = (jnp.split(x, num_paths, axis=-1) if self.split_input
               else [x] * num_paths)
 
@@ -151,4 +152,4 @@ class SelectiveKernel(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    raise ValueError(self.not_a_block_attention)
+    raise ConfigError(self.not_a_block_attention)

@@ -56,6 +56,7 @@ from flax_attn.data.specs import TRAIN_CROPS, DatasetSpec, get_dataset_spec
 from flax_attn.data.transforms import (EvalTransform, TrainTransform,
                                        VariableSizeEvalTransform,
                                        VariableSizeTrainTransform)
+from flax_attn.errors import ConfigError, DatasetNotFoundError  # noqa: F401
 
 # In-process prefetch: threads that build whole batches ahead of the trainer,
 # and how many batches they may hold (memory: batches x batch bytes).
@@ -64,13 +65,6 @@ _PREFETCH_BATCHES = 4
 # Inside each grain worker of a variable-size pipeline: the workers give the
 # parallelism, and a 224 batch of 256 is 154 MB of float32.
 _WORKER_READ_OPTIONS = dict(num_threads=1, prefetch_buffer_size=2)
-
-
-class DatasetNotFoundError(FileNotFoundError):
-  """A dataset's files are missing; `str()` is one line saying what to do."""
-
-  def __str__(self) -> str:
-    return str(self.args[0]) if self.args else ''
 
 
 # ----------------------------------------------------------------- sources
@@ -262,22 +256,22 @@ def _check_augment(config, spec: DatasetSpec) -> None:
   crop = _augment(config, 'crop', '')
   padding = int(_augment(config, 'crop_padding', 0))
   if spec.preprocessing == 'imagenet' and padding > 0:
-    raise ValueError(
+    raise ConfigError(
         f'config.augment.crop_padding={padding} pads fixed-size images; '
         f'dataset {spec.name!r} has variable-size images cropped by '
         f'config.augment.crop ({", ".join(TRAIN_CROPS)}; default '
         f'{spec.train_crop}): set config.augment.crop_padding=0')
   if spec.preprocessing == 'small' and crop:
-    raise ValueError(
+    raise ConfigError(
         f'config.augment.crop={crop!r} crops variable-size images; dataset '
         f'{spec.name!r} has fixed-size images (config.augment.crop_padding '
         'gives its random crops): set config.augment.crop=\'\'')
   if crop and crop not in TRAIN_CROPS:
-    raise ValueError(f'config.augment.crop={crop!r} is not valid; valid: '
-                     + ', '.join(TRAIN_CROPS))
+    raise ConfigError(f'config.augment.crop={crop!r} is not valid; valid: '
+                      + ', '.join(TRAIN_CROPS))
   hue = float(_augment(config, 'hue', 0.0))
   if not 0.0 <= hue <= 0.5:
-    raise ValueError(f'config.augment.hue={hue} not in [0, 0.5]')
+    raise ConfigError(f'config.augment.hue={hue} not in [0, 0.5]')
 
 
 def _check_process(process_index: int, process_count: int):

@@ -33,13 +33,14 @@ from typing import List, Optional
 
 from flax_attn.data import cars196, mini_imagenet
 from flax_attn.data.specs import DatasetSpec, get_dataset_spec, list_datasets
+from flax_attn.errors import UserError
 
 _IMAGENET_TARS = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
 _IMAGENET_LAYOUT = ('ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar '
                     '(from image-net.org, as downloaded)')
 
 
-class PrepareError(Exception):
+class PrepareError(UserError):
   """Preparing failed; `str()` is one line saying what to do."""
 
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from flax_attn.attention import get_attention
+from flax_attn.errors import ConfigError
 from flax_attn.models.heads import HEADS
 from flax_attn.models.resnet import ResNet
 from flax_attn.registry import MODELS, register_model
@@ -35,7 +36,7 @@ def list_models(pattern: str = '*'):
 def resolve_dtype(dtype: Any):
   if isinstance(dtype, str):
     if dtype not in _DTYPES:
-      raise ValueError(f'unknown dtype {dtype!r}; valid: {", ".join(_DTYPES)}')
+      raise ConfigError(f'unknown dtype {dtype!r}; valid: {", ".join(_DTYPES)}')
     return _DTYPES[dtype]
   return dtype
 
@@ -93,12 +94,12 @@ def create_model(name: str, num_classes: int = 1000, *,
   bad = sorted(set(overrides) - fields)
   if bad:
     valid = sorted(fields | set(params))
-    raise ValueError(f'unknown option {bad[0]!r} for model {name!r}; valid '
-                     f'options: {", ".join(valid)}')
+    raise ConfigError(f'unknown option {bad[0]!r} for model {name!r}; valid '
+                      f'options: {", ".join(valid)}')
   kwargs.update(overrides)
   if not isinstance(num_classes, int) or num_classes <= 0:
-    raise ValueError(f'num_classes must be a positive integer, got '
-                     f'{num_classes!r}')
+    raise ConfigError(f'num_classes must be a positive integer, got '
+                      f'{num_classes!r}')
   kwargs['num_classes'] = num_classes
   kwargs['attn'] = get_attention(attn, attn_kwargs)
   kwargs['stage_attn'] = get_attention(stage_attn, stage_attn_kwargs)
@@ -163,8 +164,8 @@ def cifar_resnet(depth: int, width: int = 16, block: str = 'basic',
   """
   per_block = 2 if block in ('basic', 'res2net_basic') else 3
   if (depth - 2) % (3 * per_block):
-    raise ValueError(f'CIFAR ResNet depth {depth} is not '
-                     f'{3 * per_block}n+2 for {block} blocks')
+    raise ConfigError(f'CIFAR ResNet depth {depth} is not '
+                      f'{3 * per_block}n+2 for {block} blocks')
   n = (depth - 2) // (3 * per_block)
   return dict(stage_sizes=(n, n, n), block=block, stem='small',
               stem_width=width, stage_widths=(width, 2 * width, 4 * width),

@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flax_attn.errors import ConfigError
 from flax_attn.models.heads import LinearHead, apply_head
 from flax_attn.models.layers import ModuleDef, make_conv, make_norm
 
@@ -93,8 +94,8 @@ class InceptionNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False, return_features: bool = False):
     if x.ndim != 4:
-      raise ValueError(f'expected images of shape (batch, height, width, '
-                       f'channels), got shape {tuple(x.shape)}')
+      raise ConfigError(f'expected images of shape (batch, height, width, '
+                        f'channels), got shape {tuple(x.shape)}')
     conv = make_conv(self.dtype)
     norm = make_norm(train, self.dtype, self.bn_momentum, self.bn_epsilon,
                      self.bn_axis_name)

@@ -94,6 +94,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from flax_attn.attention import get_attention
+from flax_attn.errors import ConfigError
 from flax_attn.models.heads import LinearHead, apply_head
 from flax_attn.models.layers import ModuleDef, make_conv, make_norm
 from flax_attn.models.resnet import BasicBlock, Shortcut
@@ -131,8 +132,8 @@ class Fusion(nn.Module):
       w = nn.sigmoid(nn.Dense(3, dtype=self.dtype, name='weights')(pooled))
       w = w[:, None, None, :]
       return w[..., 0:1] * x_o + w[..., 1:2] * x_a + w[..., 2:3] * x_r
-    raise ValueError(f'unknown fusion {self.kind!r}; valid: '
-                     f'{", ".join(FUSIONS)}')
+    raise ConfigError(f'unknown fusion {self.kind!r}; valid: '
+                      f'{", ".join(FUSIONS)}')
 
 
 class ParallelAttention(nn.Module):
@@ -187,8 +188,8 @@ class AttentionAggregation(nn.Module):
       parts = attended.reshape(*attended.shape[:-1], -1, self.features)
       mean = jnp.mean(parts, axis=-2)
       return mean, mean
-    raise ValueError(f'unknown aggregation {self.aggregation!r}; valid: '
-                     f'{", ".join(AGGREGATIONS)}')
+    raise ConfigError(f'unknown aggregation {self.aggregation!r}; valid: '
+                      f'{", ".join(AGGREGATIONS)}')
 
 
 class MLANBlock(nn.Module):
@@ -289,33 +290,33 @@ class MLAN(nn.Module):
 
   def _check(self, x):
     if x.ndim != 4:
-      raise ValueError(f'expected images of shape (batch, height, width, '
-                       f'channels), got shape {tuple(x.shape)}')
+      raise ConfigError(f'expected images of shape (batch, height, width, '
+                        f'channels), got shape {tuple(x.shape)}')
     if self.attn is None:
-      raise ValueError('MLAN needs an attention type for its levels, got '
-                       'None; use cifar_resnetN for the plain backbone')
+      raise ConfigError('MLAN needs an attention type for its levels, got '
+                        'None; use cifar_resnetN for the plain backbone')
     if self.stage_attn is not None:
-      raise ValueError('MLAN has no per-stage attention (its group attention '
-                       'is BA); set group_attn instead of stage_attn')
+      raise ConfigError('MLAN has no per-stage attention (its group attention '
+                        'is BA); set group_attn instead of stage_attn')
     if self.fusion not in FUSIONS:
-      raise ValueError(f'unknown fusion {self.fusion!r}; valid: '
-                       f'{", ".join(FUSIONS)}')
+      raise ConfigError(f'unknown fusion {self.fusion!r}; valid: '
+                        f'{", ".join(FUSIONS)}')
     if not isinstance(self.attn_copies, int) or self.attn_copies < 1:
-      raise ValueError(f'attn_copies must be a positive integer, got '
-                       f'{self.attn_copies!r}')
+      raise ConfigError(f'attn_copies must be a positive integer, got '
+                        f'{self.attn_copies!r}')
     if self.aggregation not in AGGREGATIONS:
-      raise ValueError(f'unknown aggregation {self.aggregation!r}; valid: '
-                       f'{", ".join(AGGREGATIONS)}')
+      raise ConfigError(f'unknown aggregation {self.aggregation!r}; valid: '
+                        f'{", ".join(AGGREGATIONS)}')
     if len(self.stage_widths) < len(self.stage_sizes) or len(
         self.stage_strides) < len(self.stage_sizes):
-      raise ValueError(f'stage_widths {tuple(self.stage_widths)} and '
-                       f'stage_strides {tuple(self.stage_strides)} need one '
-                       f'entry per group of {tuple(self.stage_sizes)}')
+      raise ConfigError(f'stage_widths {tuple(self.stage_widths)} and '
+                        f'stage_strides {tuple(self.stage_strides)} need one '
+                        f'entry per group of {tuple(self.stage_sizes)}')
 
   def _level_attn(self, spec, kwargs) -> Callable[..., nn.Module]:
     factory = self.attn if spec is None else get_attention(spec, kwargs)
     if factory is None:
-      raise ValueError(f'MLAN level attention {spec!r} resolves to none')
+      raise ConfigError(f'MLAN level attention {spec!r} resolves to none')
     factory = functools.partial(factory, dtype=self.dtype)
     if self.attn_copies > 1:
       return functools.partial(ParallelAttention, attn=factory,

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flax_attn.errors import ConfigError
 from flax_attn.models.heads import LinearHead, apply_head
 from flax_attn.models.layers import ModuleDef, make_conv, make_norm
 
@@ -238,8 +239,8 @@ class Res2NetBasicBlock(ResidualParts, nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.filters % self.scale:
-      raise ValueError(f'Res2Net basic block: filters {self.filters} not '
-                       f'divisible by scale {self.scale}')
+      raise ConfigError(f'Res2Net basic block: filters {self.filters} not '
+                        f'divisible by scale {self.scale}')
     is_first = self.strides > 1 or x.shape[-1] != self.filters
     y = self.spatial_conv(x, self.filters, self.strides, 1, 1, train)
     y = MultiScaleConv(self.filters // self.scale, self.scale, 1, is_first,
@@ -331,19 +332,19 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False, return_features: bool = False):
     if x.ndim != 4:
-      raise ValueError(f'expected images of shape (batch, height, width, '
-                       f'channels), got shape {tuple(x.shape)}')
+      raise ConfigError(f'expected images of shape (batch, height, width, '
+                        f'channels), got shape {tuple(x.shape)}')
     self._check_options()
     if len(self.stage_widths) < len(self.stage_sizes) or len(
         self.stage_strides) < len(self.stage_sizes):
-      raise ValueError(f'stage_widths {tuple(self.stage_widths)} and '
-                       f'stage_strides {tuple(self.stage_strides)} need one '
-                       f'entry per stage of {tuple(self.stage_sizes)}')
+      raise ConfigError(f'stage_widths {tuple(self.stage_widths)} and '
+                        f'stage_strides {tuple(self.stage_strides)} need one '
+                        f'entry per stage of {tuple(self.stage_sizes)}')
     if self.stage_attn_per_stage and len(self.stage_attn_per_stage) != len(
         self.stage_attn_after):
-      raise ValueError(f'stage_attn_per_stage needs one entry per stage of '
-                       f'stage_attn_after {tuple(self.stage_attn_after)}, got '
-                       f'{len(self.stage_attn_per_stage)}')
+      raise ConfigError(f'stage_attn_per_stage needs one entry per stage of '
+                        f'stage_attn_after {tuple(self.stage_attn_after)}, got '
+                        f'{len(self.stage_attn_per_stage)}')
     block_cls = BLOCKS[self.block]
     conv = make_conv(self.dtype)
     norm = make_norm(train, self.dtype, self.bn_momentum, self.bn_epsilon,
@@ -389,15 +390,15 @@ class ResNet(nn.Module):
                                 ('stem_pool', self.stem_pool, STEM_POOLS),
                                 ('shortcut', self.shortcut, ('A', 'B', 'D'))):
       if value not in valid:
-        raise ValueError(f'unknown {field} {value!r}; valid: '
-                         f'{", ".join(map(repr, valid))}')
+        raise ConfigError(f'unknown {field} {value!r}; valid: '
+                          f'{", ".join(map(repr, valid))}')
     if self.stem == 'small' and (self.stem_type or self.stem_pool != 'max'):
-      raise ValueError(f'stem_type {self.stem_type!r} / stem_pool '
-                       f'{self.stem_pool!r} need stem=\'imagenet\'; the '
-                       'small stem is one 3x3 conv')
+      raise ConfigError(f'stem_type {self.stem_type!r} / stem_pool '
+                        f'{self.stem_pool!r} need stem=\'imagenet\'; the '
+                        'small stem is one 3x3 conv')
     if self.avg_down and self.shortcut == 'A':
-      raise ValueError(f'avg_down needs projection shortcuts '
-                       f"(shortcut='B'), not {self.shortcut!r}")
+      raise ConfigError(f'avg_down needs projection shortcuts '
+                        f"(shortcut='B'), not {self.shortcut!r}")
 
   def _imagenet_stem(self, x, conv, norm):
     """conv(s) + norm + act: 7x7/2, or timm's deep 3x3 stack.
@@ -409,8 +410,8 @@ class ResNet(nn.Module):
     last_strides = (1, 1) if self.stem_pool == 'max' else (2, 2)
     if not self.stem_type:
       if self.stem_pool != 'max':
-        raise ValueError("stem_pool='' needs a deep stem_type ('deep' or "
-                         "'deep_tiered')")
+        raise ConfigError("stem_pool='' needs a deep stem_type ('deep' or "
+                          "'deep_tiered')")
       x = conv(self.stem_width, (7, 7), (2, 2), name='conv_stem')(x)
       return self.act(norm(name='bn_stem')(x))
     first = (3 * (self.stem_width // 4) if self.stem_type == 'deep_tiered'

@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from flax_attn.errors import ConfigError
 from flax_attn.models.heads import HEADS, LinearHead, apply_head
 from flax_attn.models.layers import make_norm
 from flax_attn.ops import Conv
@@ -120,11 +121,11 @@ class VGG(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False, return_features: bool = False):
     if x.ndim != 4:
-      raise ValueError(f'expected images of shape (batch, height, width, '
-                       f'channels), got shape {tuple(x.shape)}')
+      raise ConfigError(f'expected images of shape (batch, height, width, '
+                        f'channels), got shape {tuple(x.shape)}')
     if len(self.stage_widths) < len(self.stage_sizes):
-      raise ValueError(f'stage_widths {tuple(self.stage_widths)} need one '
-                       f'entry per stage of {tuple(self.stage_sizes)}')
+      raise ConfigError(f'stage_widths {tuple(self.stage_widths)} need one '
+                        f'entry per stage of {tuple(self.stage_sizes)}')
     norm = make_norm(train, self.dtype, self.bn_momentum, self.bn_epsilon,
                      self.bn_axis_name)
     with_dtype = lambda f: None if f is None else functools.partial(

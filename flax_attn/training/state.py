@@ -2,6 +2,8 @@
 config checks that fail early with one line."""
 from __future__ import annotations
 
+import math
+
 import sys
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -66,9 +68,11 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int
     raise ConfigError(f'config.num_epochs={config.num_epochs} and '
                       f'config.num_train_steps={config.num_train_steps}: one '
                       'must be positive')
-  if config.learning_rate <= 0:
-    raise ConfigError(f'config.learning_rate={config.learning_rate} must be '
-                      'positive')
+  lr = config.learning_rate
+  if not (isinstance(lr, (int, float)) and not isinstance(lr, bool)
+          and math.isfinite(lr) and lr > 0):
+    raise ConfigError(f'config.learning_rate={lr!r} must be a positive '
+                      'finite number')
   _choice(config, 'optimizer', OPTIMIZERS)
   _choice(config, 'lr_schedule', SCHEDULES)
   _choice(config, 'weight_decay_mode', WEIGHT_DECAY_MODES)

@@ -55,6 +55,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from flax_attn.attention.mgan import MultiGrainedFeatures
+from flax_attn.errors import ConfigError
 from flax_attn.models.factory import imagenet_resnet, res2net
 from flax_attn.models.heads import HEADS
 from flax_attn.ops import Conv
@@ -131,8 +132,8 @@ MGAN_READINGS = {
 
 def _mgan(kw, reading: str = 'branch'):
   if reading not in MGAN_READINGS:
-    raise ValueError(f'unknown MGAN reading {reading!r}; valid: '
-                     f'{", ".join(MGAN_READINGS)}')
+    raise ConfigError(f'unknown MGAN reading {reading!r}; valid: '
+                      f'{", ".join(MGAN_READINGS)}')
   options, per_stage = MGAN_READINGS[reading]
   return dict(kw, stage_attn='mgan', stage_attn_kwargs=dict(options),
               stage_attn_after=MGAN_STAGES, stage_attn_per_stage=per_stage)

@@ -8,6 +8,7 @@ multi-level structure: the paper's defaults (Sec. IV). Every MLAN field
 attention (`attn='sma_v2' | 'fma' | 'cbam' | ...`) can be overridden through
 `create_model`.
 """
+from flax_attn.errors import ConfigError
 from flax_attn.models.mlan import MLAN
 from flax_attn.registry import register_model
 
@@ -17,8 +18,8 @@ MLAN_DEPTHS = (14, 20, 26, 32)
 def mlan_cifar(depth: int, width: int = 8, attn: str = 'sma'):
   """Kwargs of an MLAN on a CIFAR ResNet of `depth` = 6n + 2 layers."""
   if (depth - 2) % 6:
-    raise ValueError(f'MLAN ResNet depth {depth} is not 6n+2; valid depths '
-                     f'include {", ".join(map(str, MLAN_DEPTHS))}')
+    raise ConfigError(f'MLAN ResNet depth {depth} is not 6n+2; valid depths '
+                      f'include {", ".join(map(str, MLAN_DEPTHS))}')
   n = (depth - 2) // 6
   return dict(model_cls=MLAN, stage_sizes=(n, n, n), stem_width=width,
               stage_widths=(width, 2 * width, 4 * width),
