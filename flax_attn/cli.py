@@ -276,7 +276,7 @@ def run_main(body: Callable[[], int]) -> int:
   stderr and exit 2 (3: training diverged); anything else propagates with
   its traceback."""
   from flax_attn.errors import DivergenceError  # pylint: disable=g-import-not-at-top
-  from flax_attn.train import Preempted  # pylint: disable=g-import-not-at-top
+  from flax_attn.training import Preempted  # pylint: disable=g-import-not-at-top
   try:
     return body()
   except Preempted as e:

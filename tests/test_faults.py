@@ -177,8 +177,8 @@ def test_a_non_finite_state_is_never_written(trained, tmp_path):
             for s in steps_in(workdir)}
   manager = train.create_checkpoint_manager(workdir, tiny_config())
   writer = train.CheckpointWriter(manager, workdir, tiny_config(), True)
-  b = train._build(tiny_config(), workdir)  # pylint: disable=protected-access
-  state, _, _ = train.restore_intact(manager, workdir, b['state'],
+  exp = train.build_experiment(tiny_config())
+  state, _, _ = train.restore_intact(manager, workdir, exp.state,
                                      'cifar_resnet8', set_aside=False)
   state = state.replace(step=jnp.int32(13))
   bad_states = (
@@ -210,8 +210,8 @@ def test_last_good_checkpoint_survives_rotation(trained, tmp_path):
   assert writer._good['step'] == 12  # pylint: disable=protected-access
   # Evaluations that blow up (finite, but 10x the best) mark later
   # checkpoints unhealthy: they rotate, step 12 stays protected.
-  b = train._build(tiny_config(), workdir)  # pylint: disable=protected-access
-  state, _, _ = train.restore_intact(manager, workdir, b['state'],
+  exp = train.build_experiment(tiny_config())
+  state, _, _ = train.restore_intact(manager, workdir, exp.state,
                                      'cifar_resnet8', set_aside=False)
   for step in (13, 14, 15):
     writer.note_eval(step, {'eval_loss': 1e3})
