@@ -268,3 +268,28 @@ def test_orbax_roundtrip_on_bucket(bucket_dir):
                                args=ocp.args.StandardRestore(tree))
   chex.assert_trees_all_close(restored, {'w': tree['w'] * 2,
                                          'b': tree['b'] + 2})
+
+
+def test_tensorboard_events_on_bucket(bucket_dir):
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  from flax_attn import tb_events  # pylint: disable=g-import-not-at-top
+  logdir = storage.join(bucket_dir, 'tensorboard')
+  writer = tb_events.EventWriter(logdir)
+  writer.write(1, {'train_loss': 2.5})
+  writer.write(2, {'train_loss': 1.5, 'top1': 0.25})
+  writer.close()
+  names = storage.listdir(logdir)
+  assert len(names) == 2 and names == sorted(names)
+  got = []
+  for name in names:
+    data, pos, events = storage.read_bytes(storage.join(logdir, name)), 0, []
+    while pos < len(data):  # TFRecord frames (CRCs: test_tb_events.py)
+      (length,) = np.frombuffer(data[pos:pos + 8], '<u8')
+      events.append(event_pb2.Event.FromString(
+          data[pos + 12:pos + 12 + int(length)]))
+      pos += 16 + int(length)
+    assert events[0].file_version == 'brain.Event:2'
+    got += [(e.step, {v.tag: v.simple_value for v in e.summary.value})
+            for e in events[1:]]
+  assert got == [(1, {'train_loss': 2.5}),
+                 (2, {'train_loss': 1.5, 'top1': 0.25})]
