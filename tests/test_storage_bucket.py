@@ -293,3 +293,18 @@ def test_tensorboard_events_on_bucket(bucket_dir):
             for e in events[1:]]
   assert got == [(1, {'train_loss': 2.5}),
                  (2, {'train_loss': 1.5, 'top1': 0.25})]
+
+
+def test_plot_reads_and_writes_bucket_workdir(bucket_dir):
+  from flax_attn import plot  # pylint: disable=g-import-not-at-top
+  with pytest.raises(Exception, match='does not exist; train first'):
+    plot.read_metrics(bucket_dir)
+  writer = records.RecordWriter(bucket_dir, 'metrics', resume_step=0)
+  for step in (1, 2, 3):
+    writer.write({'step': step, 'train_loss': 1.0 / step, 'lr': 0.1})
+  writer.close()
+  xs, ys = plot.series(plot.read_metrics(bucket_dir), 'train_loss')
+  chex.assert_trees_all_close(ys, 1.0 / xs)
+  out = plot.plot([bucket_dir])
+  assert out == storage.join(bucket_dir, 'curves.png')
+  assert storage.read_bytes(out)[:8] == b'\x89PNG\r\n\x1a\n'
