@@ -3,8 +3,10 @@
   python -m flax_attn.plot runs/quickstart runs/cbam [--out curves.png]
       [--x step|epoch]
 
-Reads WORKDIR/metrics.jsonl (flax_attn.training.MetricWriter: one JSON object
-per log row, with train_loss, train_top1, lr and images_per_sec, and per
+Reads WORKDIR's metrics (metrics.jsonl, or on a gs:// workdir the objects
+under metrics/: flax_attn.records, written by
+flax_attn.training.MetricWriter; one JSON object per log row, with
+train_loss, train_top1, lr and images_per_sec, and per
 evaluation, with eval_loss and top1) and draws four panels: loss (train
 solid, eval dashed), top-1 (train solid, eval dashed), learning rate and
 images per second; one colour per run. Default output: curves.png in the
@@ -13,13 +15,14 @@ first workdir.
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from flax_attn import records, storage
 from flax_attn.errors import UserError
 
 # Panel title -> ((column, line style, label suffix), ...).
@@ -32,21 +35,14 @@ PANELS = (
 
 
 def read_metrics(workdir: str) -> List[Dict[str, float]]:
-  """The rows of WORKDIR/metrics.jsonl; fails with one line if absent."""
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.isfile(path):
-    raise UserError(f'{path} does not exist; train first with: python '
-                    f'train.py --config ... --workdir {workdir}')
-  rows = []
-  with open(path) as f:
-    for number, line in enumerate(f, 1):
-      if line.strip():
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError:
-          raise UserError(f'{path} line {number} is not JSON: '
-                          f'{line.strip()[:60]!r}') from None
-  return rows
+  """The rows of WORKDIR's metrics: the single file metrics.jsonl and/or the
+  per-flush objects of a bucket workdir (flax_attn.records); fails with one
+  line if there are none."""
+  if not records.exists(workdir, 'metrics'):
+    raise UserError(f'{storage.join(workdir, "metrics.jsonl")} does not '
+                    'exist; train first with: python train.py --config ... '
+                    f'--workdir {workdir}')
+  return records.read_records(workdir, 'metrics')
 
 
 def series(rows: Sequence[Dict[str, float]], column: str, x: str = 'step'):
@@ -101,8 +97,13 @@ def plot(workdirs: Sequence[str], out: Optional[str] = None,
   WORKDIR0/curves.png); returns the path."""
   if not workdirs:
     raise UserError('no workdir given')
-  out = out or os.path.join(workdirs[0], 'curves.png')
+  out = out or storage.join(workdirs[0], 'curves.png')
   fig = curves_figure(workdirs, labels, x)
+  if storage.is_remote(out):
+    png = io.BytesIO()
+    fig.savefig(png, format='png', dpi=100)
+    storage.write_atomic(out, png.getvalue())
+    return out
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   fig.savefig(out, dpi=100)
   return out

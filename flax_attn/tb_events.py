@@ -98,20 +98,55 @@ def frame_record(data: bytes) -> bytes:
 
 class EventWriter:
   """Appends scalar events to a new `events.out.tfevents.*` file in
-  `logdir`; each `write` is flushed, so a killed run keeps what it logged."""
+  `logdir`; each `write` is flushed, so a killed run keeps what it logged.
 
-  def __init__(self, logdir: str):
-    os.makedirs(logdir, exist_ok=True)
+  A gs:// `logdir` cannot be appended to: there each `write` (at most every
+  `flush_every_s` seconds) becomes one complete events object,
+  `events.out.tfevents.<start>.<host>.<pid>.<flush number>`, each beginning
+  with the file-version event. TensorBoard reads a folder's event files in
+  name order and every object is whole when it appears.
+  """
+
+  def __init__(self, logdir: str, flush_every_s: float = 0.0):
+    from flax_attn import storage  # pylint: disable=g-import-not-at-top
+    self._storage = storage
+    self.remote = storage.is_remote(logdir)
     now = time.time()
-    self.path = os.path.join(
+    self.path = storage.join(
         logdir, f'events.out.tfevents.{int(now)}.{socket.gethostname()}.'
         f'{os.getpid()}')
+    self.flush_every_s = float(flush_every_s)
+    self._buffer = []
+    self._seq = 0
+    self._last_flush = time.monotonic()
+    self._file = None
+    if self.remote:
+      self._header = frame_record(encode_event(now, file_version='brain.Event:2'))
+      return
+    os.makedirs(logdir, exist_ok=True)
     self._file = open(self.path, 'ab')
     self._append(encode_event(now, file_version='brain.Event:2'))
 
   def _append(self, event: bytes) -> None:
+    if self._file is None:
+      self._buffer.append(frame_record(event))
+      if time.monotonic() - self._last_flush >= self.flush_every_s:
+        self.flush()
+      return
     self._file.write(frame_record(event))
     self._file.flush()
+
+  def flush(self) -> None:
+    """Bucket: writes the buffered events as one object (none if empty)."""
+    if self._file is not None:
+      self._file.flush()
+      return
+    if self._buffer:
+      self._storage.write_atomic(f'{self.path}.{self._seq:06d}',
+                                 self._header + b''.join(self._buffer))
+      self._seq += 1
+      self._buffer = []
+    self._last_flush = time.monotonic()
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if scalars:
@@ -119,4 +154,7 @@ class EventWriter:
           k: float(v) for k, v in scalars.items()}))
 
   def close(self) -> None:
+    if self._file is None:
+      self.flush()
+      return
     self._file.close()

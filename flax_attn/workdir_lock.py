@@ -34,6 +34,8 @@ class WorkdirLock:
     self._fd: Optional[int] = None
 
   def acquire(self) -> 'WorkdirLock':
+    if self._fd is not None:
+      return self  # already held (acquire_workdir's result used in `with`)
     try:
       import fcntl  # pylint: disable=g-import-not-at-top
     except ImportError:  # not POSIX
@@ -61,6 +63,9 @@ class WorkdirLock:
              f'{time.strftime("%Y-%m-%d %H:%M:%S")}'.encode())
     self._fd = fd
     return self
+
+  def check(self) -> None:
+    """The kernel never takes a held flock away (see lease.WorkdirLease)."""
 
   def release(self) -> None:
     if self._fd is not None:

@@ -2,6 +2,8 @@
 import os
 import sys
 
+import pytest
+
 # Must be set before JAX initialises its backends. Tests check numbers, not
 # speed, and are mostly XLA:CPU compiles: skipping LLVM's expensive passes and
 # optimising at LLVM level 1 (of 3) cut the suite from 14:53 to 8:51 on 2
@@ -17,3 +19,23 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def gcs_emulator():
+  """A Cloud Storage emulator on 127.0.0.1 for this session (see
+  gcs_emulator.py), with the environment pointing every storage layer at it;
+  killed and the environment restored at the end."""
+  import gcs_emulator as emu  # pylint: disable=g-import-not-at-top
+  emulator = emu.start()
+  saved = {k: os.environ.get(k) for k in emulator.env}
+  os.environ.update(emulator.env)
+  try:
+    yield emulator
+  finally:
+    for key, value in saved.items():
+      if value is None:
+        os.environ.pop(key, None)
+      else:
+        os.environ[key] = value
+    emulator.stop()
