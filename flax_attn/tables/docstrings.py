@@ -10,7 +10,6 @@ quotes; tests/test_tables.py checks every config's block is current.
 from __future__ import annotations
 
 import os
-import textwrap
 from typing import Dict, Iterable, List, Tuple
 
 from flax_attn.tables.spec import FIGURE_LABELS, Row, Table
@@ -39,10 +38,21 @@ def block(config_module: str, tables: Iterable[Table]) -> str:
     if not rows:
       continue
     lines.append(f'  {table.name} ({table.source}):')
-    lines.extend(textwrap.wrap('; '.join(_row_text(r) for r in rows),
-                               width=78, initial_indent='    ',
-                               subsequent_indent='    '))
+    lines.extend(_pack([_row_text(r) for r in rows], width=78,
+                       indent='    '))
   return '\n'.join(lines)
+
+
+def _pack(items: List[str], width: int, indent: str) -> List[str]:
+  """Items joined by '; ' into lines of at most `width` (an item longer
+  than that gets a line of its own); no item is split."""
+  lines: List[str] = []
+  for item in items:
+    if lines and len(lines[-1]) + 2 + len(item) <= width:
+      lines[-1] += '; ' + item
+    else:
+      lines.append(indent + item)
+  return lines
 
 
 def config_modules(tables: Iterable[Table]) -> List[str]:

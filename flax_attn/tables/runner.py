@@ -49,7 +49,7 @@ SMOKE_OVERRIDES: Tuple[Tuple[str, Any], ...] = (
 SMOKE_WIDTH = 4          # `width` of CIFAR ResNets and MLAN
 SMOKE_STAGE_WIDTH = 16   # first stage of ImageNet ResNets / VGG (ResNeXt's
                          # 32 groups x 4 need filters >= 16)
-SMOKE_MAX_BLOCKS = 12    # deeper networks get one block per stage
+SMOKE_MAX_BLOCKS = 2     # per stage (MLAN's block / group attention needs 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +87,8 @@ def parse_overrides(args: Sequence[str]) -> Tuple[Tuple[str, Any], ...]:
 def smoke_model_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
   """model_kwargs that make the row's network tiny, of the same kind:
   `width` 4 for builders that take one (CIFAR ResNets, MLAN), else stage
-  widths from 16, a 16-channel stem and VGG's 16-wide classifier; one block
-  per stage where the network has more than SMOKE_MAX_BLOCKS."""
+  widths from 16, a 16-channel stem and VGG's 16-wide classifier; at most
+  SMOKE_MAX_BLOCKS blocks per stage."""
   from flax_attn.models.resnet import ResNet  # pylint: disable=g-import-not-at-top
   from flax_attn.registry import MODELS  # pylint: disable=g-import-not-at-top
   builder = MODELS.get(config.model)
@@ -108,8 +108,8 @@ def smoke_model_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
     if 'stem_width' in fields:
       kwargs['stem_width'] = SMOKE_STAGE_WIDTH
   sizes = built.get('stage_sizes')
-  if sizes and sum(sizes) > SMOKE_MAX_BLOCKS and 'stage_sizes' in fields:
-    kwargs['stage_sizes'] = (1,) * len(sizes)
+  if sizes and max(sizes) > SMOKE_MAX_BLOCKS and 'stage_sizes' in fields:
+    kwargs['stage_sizes'] = tuple(min(n, SMOKE_MAX_BLOCKS) for n in sizes)
   return kwargs
 
 

@@ -20,6 +20,8 @@ FIGURE_LABELS = {'top1': 'top-1 %', 'top5': 'top-5 %',
                  'top1_err': 'top-1 err %', 'top5_err': 'top-5 err %',
                  'params_m': 'params M', 'gmacs': 'GMACs'}
 
+OPTION_BAGS = ('model_kwargs', 'attn_kwargs')
+
 
 @dataclasses.dataclass(frozen=True)
 class Row:
@@ -100,7 +102,8 @@ def load_config(row: Row) -> ml_collections.ConfigDict:
 def apply_overrides(config: ml_collections.ConfigDict,
                     overrides: Iterable[Tuple[str, Any]], what: str) -> None:
   """Sets dotted `field` = value on `config`; a dict value replaces the
-  field. A field the config does not have fails in one line."""
+  field. A field the config does not have fails in one line (options under
+  model_kwargs / attn_kwargs may be new)."""
   config.unlock()
   for field, value in overrides:
     *parents, leaf = field.split('.')
@@ -109,7 +112,10 @@ def apply_overrides(config: ml_collections.ConfigDict,
       if part not in node:
         raise ConfigError(f'{what}: config has no field {field!r}')
       node = node[part]
-    if leaf not in node and not isinstance(value, dict):
+    # model_kwargs / attn_kwargs are open option bags (create_model checks
+    # their names); any other field must exist.
+    open_bag = parents and parents[-1] in OPTION_BAGS
+    if leaf not in node and not isinstance(value, dict) and not open_bag:
       raise ConfigError(f'{what}: config has no field {field!r}; '
                         f'config.{".".join(parents) or leaf} has: '
                         f'{", ".join(sorted(node))}')
