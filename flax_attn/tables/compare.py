@@ -134,7 +134,7 @@ def format_markdown(table: Table, results: Sequence[Dict[str, Any]],
         f'| {row.name} | {row.label} | {_num(pub1)} / {_num(pub5)} | '
         f'{_num(ours1)} / {_num(ours5)} | {diff} | '
         f'{result["steps"] if result["steps"] is not None else "-"} | '
-        f'{_pair(count.get("params_m"), row.params_m, 2)} | '
+        f'{_pair(count.get("params_m"), row.params_m, 3)} | '
         f'{_pair(count.get("gmacs"), row.gmacs, 2)} | {state} |')
   done = sum(r['state'] == 'finished' for r in results)
   lines += ['', f'{done} of {len(results)} rows measured. GMACs: '

@@ -99,16 +99,19 @@ def smoke_model_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
   if 'hidden' in params:
     kwargs['hidden'] = 16
   built = builder(**kwargs)
-  fields = {f.name for f in dataclasses.fields(built.get('model_cls',
-                                                         ResNet))}
+  # The model's settings: the builder's, else the module's field defaults.
+  fields = {f.name: f.default
+            for f in dataclasses.fields(built.get('model_cls', ResNet))}
+  setting = lambda name: built.get(name, fields.get(name))
   if 'width' not in kwargs and 'stage_widths' in fields:
-    stages = len(built.get('stage_widths') or built['stage_sizes'])
+    stages = len(setting('stage_sizes') or setting('stage_widths'))
     kwargs['stage_widths'] = tuple(SMOKE_STAGE_WIDTH * 2 ** i
                                    for i in range(stages))
     if 'stem_width' in fields:
       kwargs['stem_width'] = SMOKE_STAGE_WIDTH
-  sizes = built.get('stage_sizes')
-  if sizes and max(sizes) > SMOKE_MAX_BLOCKS and 'stage_sizes' in fields:
+  sizes = setting('stage_sizes')
+  if (isinstance(sizes, (tuple, list)) and sizes
+      and max(sizes) > SMOKE_MAX_BLOCKS):
     kwargs['stage_sizes'] = tuple(min(n, SMOKE_MAX_BLOCKS) for n in sizes)
   return kwargs
 
@@ -239,9 +242,11 @@ class _Stop:
 
 
 def run_rows(table: Table, rows: Sequence[Row], root: str, spec: RunSpec,
-             out=sys.stdout) -> int:
+             out=None) -> int:
   """Runs `rows` one after the other; returns 0 if every row finished, 1 if
-  any failed, 128 + signal if stopped by one."""
+  any failed, 128 + signal if stopped by one. Progress goes to `out`
+  (stdout)."""
+  out = out or sys.stdout
   repo = _repo_root()
   env = dict(os.environ)
   env['PYTHONPATH'] = os.pathsep.join(
