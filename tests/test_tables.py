@@ -154,6 +154,11 @@ def test_plan_without_libtpu_says_fit_is_not_available(monkeypatch):
   assert lines[1] == ('  fusion_plus_r20: mlan_resnet20 on digits 8px, 6 '
                       'steps x batch 16; to run; fit: n/a (libtpu not '
                       'installed)')
+  full = runner.plan_lines(table, table.rows[:1], '/nonexistent',
+                           runner.RunSpec(), 'v5e-8')
+  assert full[1].startswith('  fusion_plus_r20: mlan_resnet20 on cifar10 '
+                            '32px, ')
+  assert '200 epochs' in full[1] and 'x batch 128; to run' in full[1]
 
 
 def _fake_table():

@@ -135,7 +135,7 @@ def format_markdown(table: Table, results: Sequence[Dict[str, Any]],
         f'{_num(ours1)} / {_num(ours5)} | {diff} | '
         f'{result["steps"] if result["steps"] is not None else "-"} | '
         f'{_pair(count.get("params_m"), row.params_m, 3)} | '
-        f'{_pair(count.get("gmacs"), row.gmacs, 2)} | {state} |')
+        f'{_pair(count.get("gmacs"), row.gmacs, 3)} | {state} |')
   done = sum(r['state'] == 'finished' for r in results)
   lines += ['', f'{done} of {len(results)} rows measured. GMACs: '
             'multiply-adds as the papers count them (flax_attn/report.py). '
@@ -175,7 +175,7 @@ def plot_png(table: Table, results: Sequence[Dict[str, Any]], path: str
   ax.set_title(f'{table.name}: {table.paper}, {table.source}{smoke}',
                fontsize=9)
   ax.grid(axis='x', alpha=0.3)
-  ax.legend(fontsize=8, loc='best')
+  ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1.0))
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

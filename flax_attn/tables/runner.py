@@ -20,6 +20,7 @@ import dataclasses
 import inspect
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -203,7 +204,7 @@ def child_command(table: Table, row: Row, root: str, spec: RunSpec
 
 def _error_line(log_path: str, since: int) -> str:
   """The child's one-line error: its last 'error:' line of this attempt,
-  else its last line."""
+  else its last exception line (a traceback), else its last line."""
   try:
     with open(log_path, errors='replace') as f:
       f.seek(since)
@@ -211,7 +212,9 @@ def _error_line(log_path: str, since: int) -> str:
   except OSError:
     return ''
   errors = [l for l in lines if l.startswith('error:')]
-  return (errors or lines or [''])[-1]
+  # An unexpected failure: its traceback's exception line.
+  raised = [l for l in lines if re.match(r'[\w.]*(Error|Exception)\b', l)]
+  return (errors or raised or lines or [''])[-1]
 
 
 class _Stop:
@@ -325,22 +328,26 @@ def run_one_row(table: Table, row: Row, root: str, spec: RunSpec) -> int:
 
 
 def _steps_text(config) -> str:
+  """'N steps', with the epochs where the config counts in epochs."""
   if config.num_train_steps > 0:
-    return str(config.num_train_steps)
+    return f'{config.num_train_steps} steps'
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.ERROR)  # tfds on a data set not prepared
   try:
     from flax_attn import data as data_lib  # pylint: disable=g-import-not-at-top
     per_epoch = data_lib.num_examples(config, 'train') // config.batch_size
-    return f'{int(config.num_epochs * per_epoch)} ({config.num_epochs:g} ep)'
+    return (f'{int(config.num_epochs * per_epoch)} steps '
+            f'({config.num_epochs:g} epochs)')
   except Exception:  # pylint: disable=broad-except
     # The data set is not prepared here: the plan still says the epochs.
-    return f'{config.num_epochs:g} epochs'
+    return f'{config.num_epochs:g} epochs (data set not prepared here)'
 
 
 def fit_text(config, topology: Optional[str]) -> str:
   """Whether the row's train step fits `topology` per chip, from the TPU
   compiler run compile-only (flax_attn.compile_only, needs libtpu)."""
   if not topology:
-    return 'fit: give --topology'
+    return 'fit: not checked (--topology NAME)'
   import importlib.util  # pylint: disable=g-import-not-at-top
   try:
     from flax_attn import compile_only  # pylint: disable=g-import-not-at-top
@@ -369,7 +376,7 @@ def plan_lines(table: Table, rows: Sequence[Row], root: str, spec: RunSpec,
     done = is_finished(row_dir(root, table, row), spec)
     lines.append(
         f'  {row.name}: {config.model} on {config.dataset} '
-        f'{config.image_size}px, {_steps_text(config)} steps x batch '
+        f'{config.image_size}px, {_steps_text(config)} x batch '
         f'{config.batch_size}; {"finished" if done else "to run"}; '
         f'{fit_text(config, topology)}')
   return lines
