@@ -105,6 +105,14 @@ def test_smoke_makes_every_network_small():
       'fusion_concat_r20'), runner.RunSpec(smoke=True))
   assert mlan.model_kwargs.to_dict() == {
       'width': 4, 'fusion': 'concat', 'stage_sizes': (2, 2, 2)}
+  assert mlan.image_size == 8
+  t5 = tables.get_table('mgan_table5')
+  wrn = runner.row_config(t5.row('wrn28_10_c10'), runner.RunSpec(smoke=True))
+  assert wrn.model_kwargs.widen_factor == 2.0
+  # VGG's five max-pools need 32 x 32 (the digits are upsampled).
+  vgg = runner.row_config(t5.row('vgg16_c10'), runner.RunSpec(smoke=True))
+  assert (vgg.image_size, vgg.model_kwargs.hidden) == (32, 16)
+  assert vgg.model_kwargs.stage_widths == (16, 32, 64, 128, 256)
 
 
 def test_unknown_names_and_bad_values_fail_in_one_line():
@@ -163,7 +171,7 @@ def test_plan_without_libtpu_says_fit_is_not_available(monkeypatch):
 
 def _fake_table():
   rows = tuple(Row(n, n, 'mlan_resnet20_cifar10', top1=90.0)
-               for n in ('bad', 'good'))
+               for n in ('bad', 'crash', 'good'))
   return Table('fake', 'nobody', 'Table 0', 'fake', rows)
 
 
@@ -181,6 +189,12 @@ def test_a_failed_row_is_reported_and_the_rest_go_on(tmp_path, monkeypatch,
       return [sys.executable, '-c',
               "import sys; print('step 1'); print('error: config.x=3 is "
               "not valid'); sys.exit(2)"]
+    if row.name == 'crash':  # an unexpected exception: its traceback
+      return [sys.executable, '-c',
+              "import sys; print('Traceback (most recent call last):\\n"
+              "  File x\\nZeroDivisionError: float division by zero\\n"
+              "---\\nFor simplicity, JAX has removed its internal frames')"
+              "; sys.exit(1)"]
     return [sys.executable, '-c', (
         'import json, os\n'
         f'w = {workdir!r}\n'
@@ -195,16 +209,19 @@ def test_a_failed_row_is_reported_and_the_rest_go_on(tmp_path, monkeypatch,
   root = str(tmp_path)
   assert runner.run_rows(table, table.rows, root, spec) == 1
   out = capsys.readouterr().out
-  assert ('[1/2] fake/bad: FAILED (exit 2): error: config.x=3 is not valid'
+  assert ('[1/3] fake/bad: FAILED (exit 2): error: config.x=3 is not valid'
           in out)
-  assert '[2/2] fake/good: finished: top-1 50.00% after 6 steps' in out
+  assert ('[2/3] fake/crash: FAILED (exit 1): ZeroDivisionError: float '
+          'division by zero') in out
+  assert '[3/3] fake/good: finished: top-1 50.00% after 6 steps' in out
+  assert '2 of 3 rows failed: bad, crash' in out
   bad = runner.read_json(os.path.join(root, 'fake', 'bad', 'row.json'))
   assert (bad['status'], bad['exit_code'], bad['error']) == (
       'failed', 2, 'error: config.x=3 is not valid')
   # Again: the finished row is skipped, the failed one tried again.
   assert runner.run_rows(table, table.rows, root, spec) == 1
-  assert calls == ['bad', 'good', 'bad']
-  assert '[2/2] fake/good: finished already, skipped' in (
+  assert calls == ['bad', 'crash', 'good', 'bad', 'crash']
+  assert '[3/3] fake/good: finished already, skipped' in (
       capsys.readouterr().out)
   # Another spec (here: not smoke) makes the finished row stale.
   assert not runner.is_finished(os.path.join(root, 'fake', 'good'),
@@ -214,7 +231,7 @@ def test_a_failed_row_is_reported_and_the_rest_go_on(tmp_path, monkeypatch,
   assert '| bad | bad | 90.00 / - | - / - | - | - | - | - | failed: error: ' \
       'config.x=3 is not valid |' in text
   assert '| good | good | 90.00 / - | 50.00 / 90.00 | -40.00 | 6 |' in text
-  assert '1 of 2 rows measured' in text
+  assert '1 of 3 rows measured' in text
 
 
 def _wait_for(predicate, timeout, what):

@@ -88,8 +88,8 @@ def parse_overrides(args: Sequence[str]) -> Tuple[Tuple[str, Any], ...]:
 def smoke_model_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
   """model_kwargs that make the row's network tiny, of the same kind:
   `width` 4 for builders that take one (CIFAR ResNets, MLAN), else stage
-  widths from 16, a 16-channel stem and VGG's 16-wide classifier; at most
-  SMOKE_MAX_BLOCKS blocks per stage."""
+  widths from 16, a 16-channel stem and VGG's 16-wide classifier; a widen
+  factor of at most 2; at most SMOKE_MAX_BLOCKS blocks per stage."""
   from flax_attn.models.resnet import ResNet  # pylint: disable=g-import-not-at-top
   from flax_attn.registry import MODELS  # pylint: disable=g-import-not-at-top
   builder = MODELS.get(config.model)
@@ -110,6 +110,8 @@ def smoke_model_kwargs(config: ml_collections.ConfigDict) -> Dict[str, Any]:
                                    for i in range(stages))
     if 'stem_width' in fields:
       kwargs['stem_width'] = SMOKE_STAGE_WIDTH
+  if (setting('widen_factor') or 1) > 2:  # WRN-28-10
+    kwargs['widen_factor'] = 2.0
   sizes = setting('stage_sizes')
   if (isinstance(sizes, (tuple, list)) and sizes
       and max(sizes) > SMOKE_MAX_BLOCKS):
@@ -127,8 +129,18 @@ def row_config(row: Row, spec: RunSpec = RunSpec()
     apply_overrides(config, [(f'model_kwargs.{k}', v) for k, v in
                              smoke_model_kwargs(config).items()],
                     what='--smoke')
+    if smoke_needs_32px(config):
+      apply_overrides(config, [('image_size', 32)], what='--smoke')
   apply_overrides(config, spec.overrides, what='command line')
   return config
+
+
+def smoke_needs_32px(config) -> bool:
+  """VGG halves the image five times with unpadded max-pools: 8 x 8
+  digits would vanish, so its smoke rows upsample them to 32 x 32."""
+  from flax_attn.models.vgg import VGG  # pylint: disable=g-import-not-at-top
+  from flax_attn.registry import MODELS  # pylint: disable=g-import-not-at-top
+  return MODELS.get(config.model)().get('model_cls') is VGG
 
 
 def row_dir(root: str, table: Table, row: Row) -> str:
