@@ -13,7 +13,7 @@ from flax_attn.errors import UserError  # noqa: E402
 from flax_attn.registry import UnknownNameError  # noqa: E402
 from flax_attn.tables import TABLES, get_table  # noqa: E402
 from flax_attn.tables import runner  # noqa: E402
-from flax_attn.tables.spec import FIGURE_LABELS  # noqa: E402
+from flax_attn.tables.spec import FIGURE_LABELS, repo_root  # noqa: E402
 
 
 def _list(names: Sequence[str]) -> int:
@@ -61,7 +61,7 @@ def _report(args) -> int:
 
 def _docstrings(write: bool) -> int:
   from flax_attn.tables import docstrings  # pylint: disable=g-import-not-at-top
-  configs = os.path.join(runner._repo_root(), 'configs')  # pylint: disable=protected-access
+  configs = os.path.join(repo_root(), 'configs')
   stale = docstrings.stale_configs(configs, TABLES.values())
   for name, source in stale.items():
     if write:

@@ -29,7 +29,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import ml_collections
 
 from flax_attn.errors import ConfigError
-from flax_attn.tables.spec import Row, Table, apply_overrides, load_config
+from flax_attn.tables.spec import (Row, Table, apply_overrides, load_config,
+                                   repo_root)
 
 STATUS_FILE = 'row.json'
 LOG_FILE = 'log.txt'
@@ -193,16 +194,6 @@ def select_rows(table: Table, names: Optional[Sequence[str]] = None,
   return rows
 
 
-def _repo_root() -> str:
-  """The checkout holding configs/ (what the child imports)."""
-  import flax_attn  # pylint: disable=g-import-not-at-top
-  root = os.path.dirname(os.path.dirname(os.path.abspath(flax_attn.__file__)))
-  if not os.path.isdir(os.path.join(root, 'configs')):
-    raise ConfigError(f'no configs/ beside the flax_attn package in {root}; '
-                      'run from a checkout of the repository')
-  return root
-
-
 def child_command(table: Table, row: Row, root: str, spec: RunSpec
                   ) -> List[str]:
   cmd = [sys.executable, '-m', 'flax_attn.tables', '_row', table.name,
@@ -262,7 +253,7 @@ def run_rows(table: Table, rows: Sequence[Row], root: str, spec: RunSpec,
   any failed, 128 + signal if stopped by one. Progress goes to `out`
   (stdout)."""
   out = out or sys.stdout
-  repo = _repo_root()
+  repo = repo_root()
   env = dict(os.environ)
   env['PYTHONPATH'] = os.pathsep.join(
       [repo] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])

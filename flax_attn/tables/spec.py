@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
+import sys
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import ml_collections
@@ -89,9 +91,22 @@ class Table:
                       f'{", ".join(r.name for r in self.rows)}')
 
 
+def repo_root() -> str:
+  """The checkout holding configs/ beside the flax_attn package."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  if not os.path.isdir(os.path.join(root, 'configs')):
+    raise ConfigError(f'no configs/ beside the flax_attn package in {root}; '
+                      'the tables run from a checkout of the repository')
+  return root
+
+
 def load_config(row: Row) -> ml_collections.ConfigDict:
   """The row's config as its file builds it, with the row's overrides (the
   config stays unlocked: the runner adds its own overrides)."""
+  root = repo_root()
+  if root not in sys.path:  # configs/ is the checkout's, not the package's
+    sys.path.insert(0, root)
   module = importlib.import_module(f'configs.{row.config_module}')
   config = (module.get_config(row.variant) if row.variant is not None
             else module.get_config())
