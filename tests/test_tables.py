@@ -309,3 +309,39 @@ def test_smoke_table_runs_is_killed_resumes_and_reports(tmp_path):
   params = [float(l.split('|')[7].split('/')[0]) for l in rows]
   assert params == pytest.approx([0.098, 0.207, 0.111, 0.100], abs=0.0015)
   assert os.path.getsize(os.path.join(root, 'mlan_table5.png')) > 10_000
+
+
+def test_sigterm_to_the_runner_stops_the_row_and_starts_no_other(
+    tmp_path, monkeypatch, capsys):
+  # The row's child saves and exits 143 on SIGTERM, as train.py does.
+  table = _fake_table()
+  root = str(tmp_path)
+  child = ("import signal, sys, time\n"
+           "signal.signal(signal.SIGTERM, lambda *a: (print('error: SIGTERM: "
+           "stopped at step 4, checkpoint saved', flush=True), "
+           "sys.exit(143)))\n"
+           "print('ready', flush=True)\n"
+           "time.sleep(60)\n")
+  monkeypatch.setattr(runner, 'child_command',
+                      lambda *a: [sys.executable, '-c', child])
+  log = os.path.join(root, 'fake', 'bad', 'log.txt')
+
+  def signal_when_ready():
+    _wait_for(lambda: os.path.exists(log) and 'ready' in open(log).read(),
+              60, 'the child')
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  import threading
+  thread = threading.Thread(target=signal_when_ready)
+  thread.start()
+  start = time.monotonic()
+  code = runner.run_rows(table, table.rows, root, runner.RunSpec())
+  thread.join()
+  assert code == 128 + signal.SIGTERM
+  assert time.monotonic() - start < 30  # the child stopped; no wait for it
+  assert ('[1/3] fake/bad: stopped by SIGTERM; the checkpoint is kept, run '
+          'again to resume') in capsys.readouterr().out
+  status = runner.read_json(os.path.join(root, 'fake', 'bad', 'row.json'))
+  assert (status['status'], status['exit_code'], status['error']) == (
+      'stopped', 143, 'error: SIGTERM: stopped at step 4, checkpoint saved')
+  assert not os.path.exists(os.path.join(root, 'fake', 'crash'))

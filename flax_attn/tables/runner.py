@@ -9,8 +9,9 @@ resume). The child builds the row's config and calls the public
 Each row's folder holds the run (checkpoints/, metrics.jsonl, eval.json,
 config.json), its output (log.txt, appended across attempts) and
 `row.json`: what was asked (`spec`: smoke, command-line overrides), the
-status ('running', 'finished', 'failed'), the final step and, for a failed
-row, its exit code and error line. A row is finished when row.json says so
+status ('running', 'finished', 'failed', 'stopped' by a signal to the
+runner), the final step and, for a failed row, its exit code and error
+line. A row is finished when row.json says so
 for the same spec and eval.json is of its final step; those are skipped.
 """
 from __future__ import annotations
@@ -286,7 +287,8 @@ def run_rows(table: Table, rows: Sequence[Row], root: str, spec: RunSpec,
               f'after {result.get("step")} steps', file=out, flush=True)
         continue
       line = _error_line(log_path, since)
-      write_status(workdir, status='failed', exit_code=code, error=line)
+      write_status(workdir, status='failed' if stop.signum is None
+                   else 'stopped', exit_code=code, error=line)
       if stop.signum is not None:
         print(f'{prefix} stopped by {signal.Signals(stop.signum).name}; '
               'the checkpoint is kept, run again to resume', file=out,
