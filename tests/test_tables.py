@@ -345,3 +345,25 @@ def test_sigterm_to_the_runner_stops_the_row_and_starts_no_other(
   assert (status['status'], status['exit_code'], status['error']) == (
       'stopped', 143, 'error: SIGTERM: stopped at step 4, checkpoint saved')
   assert not os.path.exists(os.path.join(root, 'fake', 'crash'))
+
+
+def test_flax_attn_report_quotes_the_same_figures_as_the_tables():
+  # flax_attn.report's PUBLISHED (model name -> paper figures) must agree
+  # with the table rows that run a model of that name.
+  from flax_attn import report
+  by_source = {'HGA Table 2': 'hga_table2', 'MGAN Table 2': 'mgan_table2',
+               'MGAN Table 3': 'mgan_table3', 'MGAN Table 5': 'mgan_table5'}
+  checked = 0
+  for name, entries in report.PUBLISHED.items():
+    for published in entries:
+      table = by_source.get(published.source.split(' (')[0])
+      if table is None:
+        continue
+      rows = [r for r in tables.get_table(table).rows
+              if runner.row_config(r).model == name]
+      assert rows, (name, published.source)
+      for row in rows:
+        assert (row.params_m, row.gmacs) == (published.params_m,
+                                             published.gflops), row.name
+        checked += 1
+  assert checked >= 20
