@@ -82,9 +82,10 @@ def _num(value: Optional[float], digits: int = 2) -> str:
 
 
 def _pair(ours: Optional[float], paper: Optional[float], digits: int) -> str:
+  """'ours / paper': ours to `digits` decimals, the paper's as printed."""
   if ours is None and paper is None:
     return '-'
-  return f'{_num(ours, digits)} / {_num(paper, digits)}'
+  return f'{_num(ours, digits)} / {"-" if paper is None else f"{paper:g}"}'
 
 
 def _measured_in_paper_metric(result, error: bool):
