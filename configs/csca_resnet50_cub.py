@@ -30,6 +30,12 @@ backbone and stem are loaded, attention modules and the 200-class head start
 fresh.) A timm checkpoint (.safetensors) of one of the models listed in
 README's weights section converts the same way with its own name. Without
 `pretrained_path` train.py warns in one line that the run starts from scratch.
+
+Published figures (generated from flax_attn/tables/papers.py:
+`python -m flax_attn.tables docstrings --write`; row: top-1 % or err %, M, G):
+  csca_table1 (Table 1):
+    resnet50_cub 76.4%; fcn_resnet50_cub 76.5%; ca_resnet50_cub 79.1%
+    sa_resnet50_cub 78.4%; csca_resnet50_cub 84.7%
 """
 from configs import default
 

@@ -5,6 +5,12 @@
 Table 1's other columns: `configs/csca_resnet50_dogs.py:ca_resnet50`
 (resnet50, fcn_resnet50, ca_resnet50, sa_resnet50, csca_resnet50). Recipe,
 augmentation and `pretrained_path` as configs/csca_resnet50_cub.py.
+
+Published figures (generated from flax_attn/tables/papers.py:
+`python -m flax_attn.tables docstrings --write`; row: top-1 % or err %, M, G):
+  csca_table1 (Table 1):
+    resnet50_dogs 73.9%; fcn_resnet50_dogs 73.8%; ca_resnet50_dogs 77.3%
+    sa_resnet50_dogs 77.1%; csca_resnet50_dogs 83.5%
 """
 from configs import csca_resnet50_cub
 

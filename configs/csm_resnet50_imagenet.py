@@ -9,6 +9,20 @@ only (14 x 14 and 7 x 7 maps): at 56 x 56 it costs 3136^2 scores per image
 and block. Every stage:
 `--config.attn_kwargs.position_stages='(1, 2, 3, 4)'`.
 ResNet-18/34, WRN-18: `--config.model=csm_resnet18` (csm_resnet34, csm_wrn18).
+
+Published figures (generated from flax_attn/tables/papers.py:
+`python -m flax_attn.tables docstrings --write`; row: top-1 % or err %, M, G):
+  csm_table2 (Table II):
+    resnet18 err 29.62% top-5 err 10.56%
+    se_resnet18 err 29.43% top-5 err 10.24%
+    csm_resnet18 err 29.29% top-5 err 10.12%
+    resnet34 err 26.71% top-5 err 8.62%
+    se_resnet34 err 26.16% top-5 err 8.37%
+    csm_resnet34 err 26.03% top-5 err 8.28%
+    resnet50 err 24.55% top-5 err 7.52%
+    se_resnet50 err 23.21% top-5 err 6.74%
+    csm_resnet50 err 22.78% top-5 err 6.57%; wrn18 err 26.86% top-5 err 8.91%
+    se_wrn18 err 26.23% top-5 err 8.51%; csm_wrn18 err 26.14% top-5 err 8.49%
 """
 from configs import default
 

@@ -10,6 +10,32 @@ lr 0.6 is six times the linear-scaling-rule value for batch 256 (Goyal et al.
 2017); if the first epochs diverge, add `--config.warmup_epochs=5`.
 Other Table 2 backbones: `--config.model=hga_resnet101` (152,
 hga_resnext50_32x4d, hga_resnext101_32x4d).
+
+Published figures (generated from flax_attn/tables/papers.py:
+`python -m flax_attn.tables docstrings --write`; row: top-1 % or err %, M, G):
+  hga_table2 (Table 2):
+    resnet50 err 24.8% top-5 err 7.48% 25.55M 4.11G
+    hga_resnet50 err 22.48% top-5 err 6.22% 26.73M 4.38G
+    resnet101 err 23.17% top-5 err 6.52% 44.54M 7.83G
+    hga_resnet101 err 21.5% top-5 err 5.6% 47.07M 8.23G
+    resnet152 err 22.42% top-5 err 6.34% 60.19M 11.55G
+    hga_resnet152 err 20.63% top-5 err 5.23% 63.92M 12.13G
+    resnext50_32x4d err 22.11% top-5 err 5.9% 25.02M 4.25G
+    hga_resnext50_32x4d err 20.22% top-5 err 4.88% 26.21M 4.53G
+    resnext101_32x4d err 21.18% top-5 err 5.57% 44.17M 8.01G
+    hga_resnext101_32x4d err 19.82% top-5 err 4.59% 46.7M 8.71G
+  hga_table3 (Table 3):
+    seresnet50 err 23.29% 4.11G; seresnet101 err 22.38% 7.83G
+    seresnet152 err 21.57% 11.56G; seresnext50_32x4d err 21.1% 4.26G
+    skresnext50_32x4d err 20.79% 4.47G
+  hga_table5 (Table 5):
+    hga_resnet101 err 21.5% top-5 err 5.6%
+    vanilla_resnet101 err 23.17% top-5 err 6.52%
+    hga_resnext101_32x4d err 19.82% top-5 err 4.59%
+    vanilla_resnext101_32x4d err 21.18% top-5 err 5.57%
+  hga_table6 (Table 6):
+    hga_resnet101 err 21.5% top-5 err 5.6%
+    hga_resnext101_32x4d err 19.82% top-5 err 4.59%
 """
 from configs import default
 

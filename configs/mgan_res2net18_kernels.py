@@ -10,6 +10,17 @@ conv4_x (reading 'branch_per_stage'). CIFAR-10 by default; CIFAR-100 with
 `--config.dataset=cifar100`; Mini-ImageNet with `--config.dataset=mini_imagenet
 --config.image_size=84 --config.model_kwargs.stem=imagenet
 --config.augment.crop_padding=8`. Recipe as configs/mgan_resnet18_cifar10.py.
+
+Published figures (generated from flax_attn/tables/papers.py:
+`python -m flax_attn.tables docstrings --write`; row: top-1 % or err %, M, G):
+  mgan_table4 (Table 4):
+    s_para1_c10 96.9%; s_para2_c10 96.5%; s_para3_c10 96.2%; s_para4_c10 97.5%
+    s_para1_c100 81.5%; s_para2_c100 79.5%; s_para3_c100 78.5%
+    s_para4_c100 82.5%; s_para1_mini 75.5%; s_para2_mini 78.2%
+    s_para3_mini 79%; s_para4_mini 79.2%
+  mgan_table5 (Table 5):
+    mgan_res2net18_c10 97.5% 28.2M; mgan_res2net18_c100 82.5% 28.2M
+    mgan_res2net18_mini 79.2% 28.2M
 """
 from configs import mgan_resnet18_cifar10
 

@@ -9,7 +9,25 @@ configs/mlan_resnet20_ablation.py. CIFAR-100: configs/mlan_resnet20_cifar100.py.
 Recipe (Sec. IV): pad 4 + random 32x32 crop + horizontal flip; batch 128;
 SGD lr 0.1, weight decay 5e-4, x0.1 at epochs 50, 100, 150; 200 epochs;
 N = 3 shared masks; plus fusion; widths 8/16/32 (Table 1). Momentum (not
-stated) 0.9, as PyTorch CIFAR recipes use. 0.098M parameters (Table 4: 0.10M).
+stated) 0.9, as PyTorch CIFAR recipes use. 0.098M parameters (Table 4's
+figure is listed below).
+
+Published figures (generated from flax_attn/tables/papers.py:
+`python -m flax_attn.tables docstrings --write`; row: top-1 % or err %, M, G):
+  mlan_table2 (Table 2):
+    mlan_r14 88.37%; mlan_r20 90.23%; mlan_r26 90.94%; mlan_r32 90.84%
+  mlan_table3 (Table 3):
+    mlan_r14 88.37%; mlan_r20 90.23%; mlan_r26 90.94%; mlan_r32 90.84%
+  mlan_table4 (Table 4):
+    sma_r14 88.37% 0.06M; sma_r20 90.23% 0.1M; sma_r26 90.94% 0.14M
+    sma_r32 90.84% 0.18M
+  mlan_table5 (Table 5):
+    fusion_plus_r20 90.23% 0.1M
+  mlan_table6 (Table 6):
+    sma_r14 88.37% 0.06M; sma_r20 90.23% 0.1M; sma_r26 90.94% 0.14M
+    sma_r32 90.84% 0.18M
+  mlan_table7 (Table 7):
+    mlan_r14 88.37%; mlan_r20 90.23%; mlan_r26 90.94%; mlan_r32 90.84%
 """
 from configs import default
 
