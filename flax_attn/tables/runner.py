@@ -308,13 +308,12 @@ def run_rows(table: Table, rows: Sequence[Row], root: str, spec: RunSpec,
 def run_one_row(table: Table, row: Row, root: str, spec: RunSpec) -> int:
   """The child: trains and evaluates one row in this process (train.py's
   start-up: CPU devices, compilation cache; its one-line errors)."""
-  from flax_attn import cli  # pylint: disable=g-import-not-at-top
+  from flax_attn import cli, runtime  # pylint: disable=g-import-not-at-top
   workdir = row_dir(root, table, row)
 
   def body():
     config = row_config(row, spec)
-    cli.configure_cpu_devices(config)
-    cli.enable_compilation_cache(config)
+    runtime.start(config)
     from flax_attn import train  # pylint: disable=g-import-not-at-top
     result = train.train_and_evaluate(config, workdir)
     evaluation = train.evaluate(config, workdir)
