@@ -226,12 +226,20 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
 
 
 def train_step(state: TrainState, batch, *, model, tx, lr_fn, num_classes,
-               label_smoothing, ema_decay):
-  """One SGD step on a (globally sharded) batch; returns state and metrics."""
+               label_smoothing, ema_decay, input_spec=None):
+  """One SGD step on a (globally sharded) batch; returns state and metrics.
+
+  input_spec: a `data.InputSpec`: batch['image'] holds the input pipeline's
+  pixels (uint8 / 0-255), normalised here on the device; None: the images
+  are fed to the model as they are.
+  """
+  # Issue 29: the pipeline's uint8 pixels are normalised on the device.
+  images = (batch['image'] if input_spec is None else
+            data_lib.prepare_on_device(batch['image'], input_spec))
 
   def loss_fn(params):
     logits, new_model_state = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
+        {'params': params, 'batch_stats': state.batch_stats}, images,
         train=True, mutable=['batch_stats'])
     loss = cross_entropy(logits, batch['label'], num_classes,
                          label_smoothing).mean()
@@ -343,9 +351,13 @@ def check_guard(guard, config, last_saved: Optional[int]) -> None:
       '(or raise config.grad_clip_norm) and run again to resume')
 
 
-def eval_step(variables, batch, *, model, num_classes):
-  """Masked sums over one batch: loss, top-1, top-5 hits and count."""
-  logits = model.apply(variables, batch['image'], train=False)
+def eval_step(variables, batch, *, model, num_classes, input_spec=None):
+  """Masked sums over one batch: loss, top-1, top-5 hits and count.
+  input_spec: as train_step's."""
+  # Issue 29: the pipeline's uint8 pixels are normalised on the device.
+  images = (batch['image'] if input_spec is None else
+            data_lib.prepare_on_device(batch['image'], input_spec))
+  logits = model.apply(variables, images, train=False)
   mask = batch['mask']
   labels = batch['label']
   loss = cross_entropy(logits, labels, num_classes, 0.0)
@@ -860,7 +872,9 @@ def _global_batch(batch, sharding):
 
 def _make_eval_fn(b):
   return jax.jit(functools.partial(eval_step, model=b['model'],
-                                   num_classes=b['spec'].num_classes),
+                                   num_classes=b['spec'].num_classes,
+                                   # Issue 29: normalise on the device.
+                                   input_spec=data_lib.input_spec(b['spec'])),
                  in_shardings=(b['replicated'], b['batch_sharding']),
                  out_shardings=b['replicated'])
 
@@ -1093,7 +1107,9 @@ def _train_loop(config, b, state, ckpt, train_iter, writer, bar, start,
                         lr_fn=b['lr_fn'], num_classes=b['spec'].num_classes,
                         label_smoothing=config.label_smoothing,
                         ema_decay=config.ema_decay,
-                        divergence_factor=config.divergence_factor),
+                        divergence_factor=config.divergence_factor,
+                        # Issue 29: normalise on the device.
+                        input_spec=data_lib.input_spec(b['spec'])),
       in_shardings=(b['replicated'], b['replicated'], b['batch_sharding']),
       out_shardings=(b['replicated'], b['replicated'], b['replicated']),
       donate_argnums=(0, 1))

@@ -409,8 +409,7 @@ def train_dataset(config, *, seed: int, process_index: int = 0,
     # Seeded by `seed` alone: an example's augmentation in an epoch does not
     # depend on the process layout.
     transform = VariableSizeTrainTransform(
-        image_size=image_size, mean=tuple(spec.mean), std=tuple(spec.std),
-        seed=_derived_seeds(seed, 0, 3)[2],
+        image_size=image_size, seed=_derived_seeds(seed, 0, 3)[2],
         crop=str(_augment(config, 'crop', '') or spec.train_crop),
         scale=tuple(float(v) for v in _augment(config, 'crop_scale',
                                                (0.08, 1.0))),
@@ -424,8 +423,7 @@ def train_dataset(config, *, seed: int, process_index: int = 0,
     dataset = grain.MapDataset.source(batches).map(transform)
   else:
     transform = TrainTransform(
-        image_size=image_size, mean=tuple(spec.mean), std=tuple(spec.std),
-        crop_padding=int(_augment(config, 'crop_padding', 0)),
+        image_size=image_size, crop_padding=int(_augment(config, 'crop_padding', 0)),
         flip=flip, rotation=rotation, color_jitter=jitter, hue=hue,
         **layout)
     batches = ShuffledBatches(source, rows, batch_size, shuffle_seed,
@@ -569,15 +567,13 @@ def create_eval_iterator(config, *, batch_size: int, process_index: int = 0,
     batches = PaddedEvalExamples(source, start, stop, num_batches,
                                  batch_size, pad_shape=())
     transform = VariableSizeEvalTransform(
-        image_size=image_size, mean=tuple(spec.mean), std=tuple(spec.std),
-        crop_fraction=float(_augment(config, 'crop_fraction',
+        image_size=image_size, crop_fraction=float(_augment(config, 'crop_fraction',
                                      spec.crop_fraction)))
   else:
     batches = PaddedEvalBatches(
         source, start, stop, num_batches, batch_size,
         pad_shape=(spec.image_size, spec.image_size, spec.channels))
-    transform = EvalTransform(image_size=image_size, mean=tuple(spec.mean),
-                              std=tuple(spec.std))
+    transform = EvalTransform(image_size=image_size)
   dataset = grain.MapDataset.source(batches).map(transform)
   return EvalIterable(dataset, num_batches, total, range(start, stop),
                       batch_size)
