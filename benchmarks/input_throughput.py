@@ -259,13 +259,31 @@ def measure(jpeg_file, pipeline, recipe, cores, processes, batches):
     return None
   _, next_batch, close = made
   me = psutil.Process()
+
+  def settled_cpu():
+    """CPU seconds once the prefetch buffers are full (nothing runs): the
+    timed window then starts and ends with full buffers, so its CPU time
+    is that of exactly `batches` batches."""
+    before = _cpu_seconds(me)
+    while True:
+      time.sleep(0.3)
+      now = _cpu_seconds(me)
+      if now - before < 0.02:
+        return now
+      before = now
+
   try:
     for _ in range(2 + (cores if processes else 0)):  # start-up, workers
       next_batch()
-    cpu0, wall0 = _cpu_seconds(me), time.perf_counter()
+    cpu0 = settled_cpu()
+    stamps = [time.perf_counter()]
     for _ in range(batches):
       next_batch()
-    cpu, wall = _cpu_seconds(me) - cpu0, time.perf_counter() - wall0
+      stamps.append(time.perf_counter())
+    cpu = settled_cpu() - cpu0
+    # Wall: the second half, once the full prefetch buffers have drained.
+    half = batches // 2
+    wall = (stamps[-1] - stamps[half]) * batches / (batches - half)
   finally:
     if close:
       close()
@@ -302,7 +320,7 @@ def _run_child(jpeg_file, pipeline, recipe, cores, processes, batches):
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument('--quick', action='store_true',
-                      help='128 files, 4 batches, 1 repeat (< 2 min)')
+                      help='128 files, 8 batches, 1 repeat')
   parser.add_argument('--repeats', type=int, default=None)
   parser.add_argument('--files', type=int, default=None)
   parser.add_argument('--_child', action='store_true', help=argparse.SUPPRESS)
@@ -320,7 +338,7 @@ def main(argv=None) -> None:
     return
   files = args.files or (128 if args.quick else 512)
   repeats = args.repeats or (1 if args.quick else 3)
-  batches = 4 if args.quick else 10
+  batches = 8 if args.quick else 16
   jpegs = imagenet_like_jpegs(files)
   print(f'data: {describe(jpegs)}')
   print(f'machine: {os.cpu_count()} CPUs, load average '

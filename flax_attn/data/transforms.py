@@ -455,19 +455,22 @@ def decode_window(encoded: Any, window, size: int) -> Image.Image:
       window = window(picture.size[1], full_width)
     top, left, height, width = window
     scale = dct_scale(height, width, size)
+    factor = 1.0
     if scale > 1:
       # draft() picks the largest of 8/4/2/1 with source // request >= it:
-      # a request of floor(side / scale) gives exactly `scale`.
-      picture.draft(None, (max(1, picture.size[0] // scale),
-                           max(1, picture.size[1] // scale)))
-    # The decoded image covers the source exactly: one decoded pixel is
-    # full_width / decoded width source pixels (= scale for DCT scaling).
-    factor = picture.size[0] / full_width
+      # a request of floor(side / scale) gives exactly `scale`. It returns
+      # the source's extent in decoded pixels (None: not a JPEG).
+      drafted = picture.draft(None, (max(1, picture.size[0] // scale),
+                                     max(1, picture.size[1] // scale)))
+      if drafted is not None:
+        factor = drafted[1][2] / full_width  # 1 / scale
     if picture.mode not in ('RGB', 'L'):
       picture = picture.convert('RGB')  # CMYK, palette, alpha: as decode_rgb
+    decoded_width, decoded_height = picture.size
     out = picture.resize((size, size), Image.BILINEAR, box=(
-        left * factor, top * factor, (left + width) * factor,
-        (top + height) * factor))
+        left * factor, top * factor,
+        min(decoded_width, (left + width) * factor),
+        min(decoded_height, (top + height) * factor)))
   if out.mode != 'RGB':
     out = out.convert('RGB')  # grey: the copy to three channels is exact
   return out
