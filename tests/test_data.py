@@ -376,9 +376,12 @@ def test_eval_on_digits_is_the_test_split_in_order_and_reiterable():
   np.testing.assert_array_equal(
       np.concatenate([b['label'] for b in first])[:300], labels)
   spec = data.get_dataset_spec('digits')
-  np.testing.assert_allclose(
-      np.concatenate([b['image'] for b in first])[:300],
-      (images - spec.mean[0]) / spec.std[0], rtol=1e-5, atol=1e-5)
+  pixels = np.concatenate([b['image'] for b in first])[:300]
+  assert pixels.dtype == np.uint8
+  np.testing.assert_array_equal(pixels, images)
+  np.testing.assert_allclose(data.prepare_on_device(pixels, spec),
+                             (images - spec.mean[0]) / spec.std[0],
+                             rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------ tfds paths

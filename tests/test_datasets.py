@@ -407,9 +407,13 @@ def test_cars196_pipelines_on_real_files_in_workers(cars_dirs):
   spec = data.get_dataset_spec('cars196')
   source = tfds.data_source('cars196', split='test', data_dir=data_dir)
   first = T.resize_and_center_crop(source[0]['image'], 32)
+  # JPEG files take the fast path (one resize of the window): the same
+  # pixels to a level or two of rounding.
+  assert evaluation[0]['image'].dtype == np.uint8
+  np.testing.assert_allclose(evaluation[0]['image'][0], first, atol=2)
   np.testing.assert_allclose(
       data.prepare_on_device(evaluation[0]['image'], spec)[0],
-      (first - np.array(spec.mean)) / np.array(spec.std), atol=1e-5)
+      (first - np.array(spec.mean)) / np.array(spec.std), atol=2.01 / 57)
   assert evaluation[0]['label'][0] == source[0]['label']
 
 
