@@ -111,3 +111,21 @@ def test_eval_and_grey_images_on_the_fast_path():
   out = np.asarray(T.decode_window(grey.getvalue(), window, 224))
   assert out.shape == (224, 224, 3)
   np.testing.assert_array_equal(out[..., 0], out[..., 2])
+
+
+def test_bench_command_reports_rate_and_cores(capsys):
+  from flax_attn.data import __main__ as cli
+  from flax_attn.data import throughput
+  assert cli.main(['bench', 'digits', '--batches', '2', '--batch_size', '32',
+                   '--accelerators', '4',
+                   '--accelerator_images_per_s', '1e9']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0].startswith('digits: uint8 batches of (8, 8, 1)')
+  rate = float(lines[1].split()[3])
+  assert rate > 100
+  cores = int(lines[2].split(' need ')[1].split()[0])
+  # The printed rate is rounded to a whole number.
+  assert math.ceil(4e9 / (rate + 0.5)) <= cores <= math.ceil(4e9 / (rate - 0.5))
+  assert throughput.cores_needed(450.0, 8, 3000.0) == 54
+  assert cli.main(['bench', 'no_such_set']) == 1
+  assert "unknown dataset 'no_such_set'" in capsys.readouterr().err
