@@ -62,7 +62,7 @@ from flax_attn.data.transforms import (EvalTransform, TrainTransform,
 _READ_THREADS = 2
 _PREFETCH_BATCHES = 4
 # Inside each grain worker of a variable-size pipeline: the workers give the
-# parallelism, and a 224 batch of 256 is 154 MB of float32.
+# parallelism, and a 224 batch of 256 is 38.5 MB of uint8.
 _WORKER_READ_OPTIONS = dict(num_threads=1, prefetch_buffer_size=2)
 
 
@@ -448,7 +448,10 @@ def create_train_iterator(config, *, seed: int, process_index: int = 0,
                           process_count: int = 1) -> grain.DatasetIterator:
   """Endless, deterministic, resumable per-process training batches.
 
-  Yields {'image': float32 (B, S, S, C) normalised, 'label': int32 (B,)}
+  Yields {'image': pixels (B, S, S, C), 'label': int32 (B,)}: uint8, or
+  float32 on the 0-255 scale where the recipe computes fractions
+  (fixed-size resize / rotation / colour jitter, colour jitter without
+  hue); not normalised: `data.prepare_on_device` does that in the step
   with B = config.batch_size // process_count and S = config.image_size
   (0 = the dataset's native size). `it.get_state()` is a JSON-serialisable
   dict (grain's, e.g. {'next_index': 12}; with workers a larger dict of
@@ -519,7 +522,8 @@ class EvalIterable:
   """A finite, re-iterable pass over this process's share of the eval split.
 
   Each `iter()` starts a new pass of `len(self)` batches of
-  {'image': float32 (B, S, S, C), 'label': int32 (B,), 'mask': float32 (B,)}.
+  {'image': pixels (B, S, S, C) (as create_train_iterator's), 'label':
+  int32 (B,), 'mask': float32 (B,)}.
   """
 
   def __init__(self, dataset: grain.MapDataset, num_batches: int,

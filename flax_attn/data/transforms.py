@@ -1,9 +1,11 @@
 """Image transforms in plain numpy and pillow (no TensorFlow, no JAX).
 
 The CIFAR recipe of the papers (He et al. 2016, Sec. 4.2; MLAN Sec. IV;
-HGA; SPEC.md): pad 4 pixels on each side, take a random 32x32 crop, flip
+HGA): pad 4 pixels on each side, take a random 32x32 crop, flip
 horizontally with probability 1/2, then normalise each channel with the
-training set's mean and std. Readings taken:
+training set's mean and std. The transforms here stop before the
+normalisation: they yield pixels (uint8 wherever the values stay whole)
+and the jitted step normalises them (device.py, `prepare_on_device`). Readings taken:
   * padding is with zeros of the raw 0-255 image (black), as torchvision's
     `RandomCrop(32, padding=4)` before `Normalize`;
   * each image's crop offset (top, left) is uniform on {0, ..., 2 *
@@ -46,6 +48,15 @@ with pillow, as torchvision's PIL path does, then stacked:
   * hue (torchvision's PIL `adjust_hue`): the HSV hue channel, as uint8,
     shifted by uint8(factor * 255) modulo 256, factor uniform in
     [-hue, hue], after brightness, contrast and saturation.
+Encoded images (the tfds files) take a fast path with the same draws and
+geometry (`decode_window`): only the JPEG header is read before the crop is
+drawn; the image is decoded at 1/2, 1/4 or 1/8 scale by libjpeg-turbo's DCT
+scaling (pillow's `draft`) where the crop window stays at least the output
+size, and the window is resampled to the output size in one antialiased
+bilinear pass (pillow's `resize(box=...)`), with no full-size crop, copy
+or RGB conversion. It differs from decode-crop-resize by resampling noise
+(tests/test_fast_decode.py bounds the PSNR). Arrays take the reference
+path above.
 Each example draws from its own generator, seeded from (seed, epoch, source
 index): its augmentation does not depend on the batch it falls in, the
 batch size, the process layout or the number of workers.
