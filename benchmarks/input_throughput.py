@@ -364,6 +364,8 @@ def main(argv=None) -> None:
         for pipeline in PIPELINES:  # interleaved
           row = _run_child(jpeg_file, pipeline, *config, batches)
           results.setdefault((pipeline,) + config, []).append(row)
+          print(f'  {pipeline}, {config}: {row}, load average '
+                f'{os.getloadavg()[0]:.1f}', flush=True)
   print(f'load average at end {os.getloadavg()[0]:.1f}\n')
   print('| recipe | cores | parallelism | pipeline | images/s per core '
         '(cpu) | images/s per core (wall, pinned) |\n|---|---|---|---|---|---|')
