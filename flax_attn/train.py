@@ -225,6 +225,17 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
   return optax.softmax_cross_entropy(logits, targets)
 
 
+def _model_input(images, input_spec):
+  """Issue 29: pipeline pixels -> normalised model input (input_spec set),
+  or the images as they are (None; uint8 then is a caller's mistake)."""
+  if input_spec is not None:
+    return data_lib.prepare_on_device(images, input_spec)
+  if images.dtype == jnp.uint8:
+    raise ValueError('uint8 images need input_spec=data.input_spec(config) '
+                     '(normalised on the device); got input_spec=None')
+  return images
+
+
 def train_step(state: TrainState, batch, *, model, tx, lr_fn, num_classes,
                label_smoothing, ema_decay, input_spec=None):
   """One SGD step on a (globally sharded) batch; returns state and metrics.
@@ -234,8 +245,7 @@ def train_step(state: TrainState, batch, *, model, tx, lr_fn, num_classes,
   are fed to the model as they are.
   """
   # Issue 29: the pipeline's uint8 pixels are normalised on the device.
-  images = (batch['image'] if input_spec is None else
-            data_lib.prepare_on_device(batch['image'], input_spec))
+  images = _model_input(batch['image'], input_spec)
 
   def loss_fn(params):
     logits, new_model_state = model.apply(
@@ -355,8 +365,7 @@ def eval_step(variables, batch, *, model, num_classes, input_spec=None):
   """Masked sums over one batch: loss, top-1, top-5 hits and count.
   input_spec: as train_step's."""
   # Issue 29: the pipeline's uint8 pixels are normalised on the device.
-  images = (batch['image'] if input_spec is None else
-            data_lib.prepare_on_device(batch['image'], input_spec))
+  images = _model_input(batch['image'], input_spec)
   logits = model.apply(variables, images, train=False)
   mask = batch['mask']
   labels = batch['label']
