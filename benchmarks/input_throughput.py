@@ -1,210 +1,398 @@
-"""Input pipeline throughput next to the train step's consumption.
+"""ImageNet input pipelines side by side: ours, tf.data, plain pillow.
 
-  python benchmarks/input_throughput.py [--quick] [--workers 0 2]
+  python benchmarks/input_throughput.py            # 48 runs of ~5-40 s
+  python benchmarks/input_throughput.py --quick    # 8 runs
 
-Measures, on this machine, in images per second:
-  * the input pipelines (`flax_attn.data.create_train_iterator`, the code
-    training uses) on fabricated in-memory data:
-      cifar       32 x 32 uint8 arrays, pad-4 crop + flip (CIFAR recipe),
-      imagenet    JPEGs of ImageNet's typical size (300-500 px sides, smooth
-                  content so they compress like photographs), decoded,
-                  random-resized crop to 224 + flip,
-      finegrained the same JPEGs, resize-256 / centre-224 + flip, rotation
-                  15 degrees, colour jitter 0.4 (the CSCA configs);
-    for each number of grain worker processes given (0 = in-process threads);
-  * the cost of each step of the 224 pipeline, per image, one thread;
-  * the jitted train step (`flax_attn.train.train_step`, SGD) of resnet20 at
-    32 x 32 and resnet50 at 224 x 224 at the same batch sizes.
-The input pipeline keeps up when its images/s exceed the step's.
+Data: JPEGs that look like ImageNet's, made here from the real photographs
+shipped inside installed packages (matplotlib's grace_hopper.jpg; with
+scikit-learn and scikit-image installed also china.jpg, flower.jpg,
+astronaut, coffee, chelsea, rocket): each file a random window of a photo
+(60-100% of its largest window of the target aspect), resized to an
+ImageNet-like size (70% with a 500 px long side, the rest 300-800; aspect
+4:3, 3:2, 1:1 or 1-2; 3 in 4 landscape) and re-encoded at the JPEG quality
+that brings it nearest a log-normal target size of mean ~110 kB per
+470 x 390 px (ImageNet's mean file). The figures printed say what came out.
+
+Recipes, the same files for all three pipelines:
+  train  random-resized crop (area 0.08-1, aspect 3/4-4/3, 10 attempts),
+         224 x 224 bilinear, random flip; uint8 out (ours, tf.data),
+  eval   resize shorter side 256, centre 224.
+Pipelines:
+  ours     `flax_attn.data.create_train_iterator` / `create_eval_iterator`
+           (what training runs; uint8 batches, normalised on the device);
+  tf.data  the TPU reference ResNet pipeline's way (needs `pip install
+           tensorflow`): `sample_distorted_bounding_box` +
+           `decode_and_crop_jpeg` (decodes only the crop's rows and
+           columns), `tf.image.resize` bilinear without antialiasing (as
+           the reference; the headline's tf.data figure), flip;
+           num_parallel_calls and a private thread pool of the core count;
+  tf.data antialias  the same with `antialias=True`: the resize ours and
+           pillow do (torchvision's PIL resize antialiases);
+  pillow   torchvision's PIL `RandomResizedCrop` way: full decode, crop,
+           antialiased bilinear resize, flip, float32 normalise (ToTensor +
+           Normalize), per image, in threads or worker processes.
+Each measurement runs in a fresh subprocess pinned with `taskset` (1 core:
+CPU 1; 2 cores: CPUs 0-1); the three pipelines alternate (ours, tf.data,
+pillow, ours, ...) and every configuration is repeated. Per core figures:
+  cpu  images per CPU-second of the pipeline's processes (all threads and
+       worker processes; user + system): what a dedicated core gives,
+       the figure least disturbed by other jobs on a shared machine;
+  wall images/s / cores, pinned: what these cores gave under the load of
+       the moment (printed).
+The last line: `images/s per core: ours X, tf.data Y, pillow Z`, the train
+recipe on one core (median cpu figure; Y without antialiasing).
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import io
+import json
 import os
+import pickle
+import subprocess
 import sys
+import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from configs import default  # noqa: E402
-from flax_attn import data, train  # noqa: E402
-from flax_attn.data import transforms as T  # noqa: E402
-from flax_attn.init_rng import init_key  # noqa: E402
-from flax_attn.models import model_from_config  # noqa: E402
-
+SIZE = 224
+BATCH = 32
 _MEAN = (123.7, 116.3, 103.5)
 _STD = (58.4, 57.1, 57.4)
 
 
-def smooth_jpegs(count: int, seed: int = 0):
-  """JPEG bytes of `count` photograph-like pictures (low-frequency colour
-  fields plus mild noise), sides uniform in [300, 500], quality 90."""
-  rng = np.random.default_rng(seed)
-  out = []
-  for _ in range(count):
-    height, width = (int(v) for v in rng.integers(300, 501, size=2))
-    coarse = rng.integers(0, 256, (height // 40 + 2, width // 40 + 2, 3),
-                          np.uint8)
-    field = np.asarray(Image.fromarray(coarse).resize((width, height),
-                                                      Image.BICUBIC),
-                       np.float32)
-    field += rng.normal(0, 6, field.shape)
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(field, 0, 255).astype(np.uint8)).save(
-        buffer, format='JPEG', quality=90)
-    out.append(buffer.getvalue())
+# ------------------------------------------------------------------ data
+
+
+def photographs():
+  """{name: uint8 (H, W, 3)} of the photographs the installed packages
+  ship."""
+  import matplotlib.cbook  # pylint: disable=g-import-not-at-top
+  with matplotlib.cbook.get_sample_data('grace_hopper.jpg') as f:
+    out = {'grace_hopper': np.asarray(Image.open(f).convert('RGB'))}
+  try:
+    from sklearn.datasets import load_sample_images  # pylint: disable=g-import-not-at-top
+    found = load_sample_images()
+    for name, image in zip(found.filenames, found.images):
+      out[os.path.basename(name)] = image
+  except ImportError:
+    pass
+  try:
+    import skimage.data  # pylint: disable=g-import-not-at-top
+    for name in ('astronaut', 'coffee', 'chelsea', 'rocket'):
+      out[name] = getattr(skimage.data, name)()[..., :3]
+  except (ImportError, AttributeError):
+    pass
   return out
 
 
-def register_benchmark_datasets(num_jpegs: int):
-  if 'bench_cifar' in data.DATASETS:
-    return
-  rng = np.random.default_rng(0)
-  cifar = rng.integers(0, 256, (4096, 32, 32, 3), np.uint8)
-  jpegs = smooth_jpegs(num_jpegs)
-  labels = rng.integers(0, 1000, num_jpegs)
-  data.register_dataset(data.DatasetSpec(
-      name='bench_cifar', num_classes=10, train_split='train',
-      eval_split='train', image_size=32, channels=3, mean=_MEAN, std=_STD,
-      source='memory', loader=lambda split: (cifar, np.arange(4096) % 10)))
-  for name, crop in (('bench_imagenet', 'random_resized'),
-                     ('bench_finegrained', 'center')):
+def imagenet_like_jpegs(count: int, seed: int = 0, mean_kb: float = 110.0):
+  """JPEG bytes of `count` ImageNet-like files cut from `photographs()`."""
+  rng = np.random.default_rng(seed)
+  sources = list(photographs().values())
+  out = []
+  for i in range(count):
+    source = sources[i % len(sources)]
+    longer = 500 if rng.random() < 0.7 else int(rng.integers(300, 801))
+    aspect = rng.choice([4 / 3, 3 / 2, 1.0, rng.uniform(1.0, 2.0)],
+                        p=[0.5, 0.3, 0.1, 0.1])
+    shorter = int(round(longer / aspect))
+    width, height = ((longer, shorter) if rng.random() < 0.75
+                     else (shorter, longer))
+    source_h, source_w = source.shape[:2]
+    crop_w = min(source_w, source_h * width / height) * rng.uniform(0.6, 1)
+    crop_h = crop_w * height / width
+    top = rng.uniform(0, source_h - crop_h)
+    left = rng.uniform(0, source_w - crop_w)
+    picture = Image.fromarray(source).resize(
+        (width, height), Image.LANCZOS,
+        box=(left, top, left + crop_w, top + crop_h))
+    if rng.random() < 0.5:
+      picture = picture.transpose(Image.FLIP_LEFT_RIGHT)
+    target = (mean_kb * 1e3 * np.exp(rng.normal(-0.125, 0.5))
+              * width * height / (470 * 390))
+    low, high, best = 60, 100, None
+    while low <= high:  # the quality whose size is nearest the target
+      quality = (low + high) // 2
+      buffer = io.BytesIO()
+      picture.save(buffer, 'JPEG', quality=quality)
+      encoded = buffer.getvalue()
+      if best is None or abs(len(encoded) - target) < abs(len(best) - target):
+        best = encoded
+      low, high = ((quality + 1, high) if len(encoded) < target
+                   else (low, quality - 1))
+    out.append(best)
+  return out
+
+
+def describe(jpegs) -> str:
+  sizes = np.array([Image.open(io.BytesIO(j)).size for j in jpegs])
+  kb = np.array([len(j) for j in jpegs]) / 1e3
+  return (f'{len(jpegs)} files from {len(photographs())} photographs: mean '
+          f'{kb.mean():.0f} kB (median {np.median(kb):.0f}), mean '
+          f'{sizes[:, 0].mean():.0f} x {sizes[:, 1].mean():.0f} px')
+
+
+# ------------------------------------------------------------- pipelines
+
+
+def run_ours(jpegs, recipe, cores, processes, batches):
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from flax_attn import data  # pylint: disable=g-import-not-at-top
+  labels = np.arange(len(jpegs)) % 1000
+  if 'bench_jpegs' not in data.DATASETS:
     data.register_dataset(data.DatasetSpec(
-        name=name, num_classes=1000, train_split='train', eval_split='train',
-        image_size=224, channels=3, mean=_MEAN, std=_STD, source='memory',
-        loader=lambda split: (jpegs, labels), preprocessing='imagenet',
-        train_crop=crop))
-  return jpegs
-
-
-def pipeline_config(kind: str, batch_size: int, workers: int):
+        name='bench_jpegs', num_classes=1000, train_split='train',
+        eval_split='train', image_size=SIZE, channels=3, mean=_MEAN,
+        std=_STD, source='memory', loader=lambda split: (jpegs, labels),
+        preprocessing='imagenet'))
   config = default.get_config()
-  config.batch_size = batch_size
-  config.num_workers = workers
-  if kind == 'cifar':
-    config.dataset, config.image_size = 'bench_cifar', 32
-    config.augment.crop_padding, config.augment.flip = 4, True
+  config.dataset, config.image_size, config.batch_size = (
+      'bench_jpegs', SIZE, BATCH)
+  config.augment.crop_padding, config.augment.flip = 0, True
+  config.num_workers = cores if processes else 0
+  if recipe == 'train':
+    iterator = data.create_train_iterator(config, seed=0)
+    return iterator, (lambda: next(iterator)), getattr(iterator, 'close',
+                                                       None)
+  evaluation = data.create_eval_iterator(config, batch_size=BATCH)
+
+  def endless():
+    while True:
+      yield from evaluation
+  stream = endless()
+  return None, (lambda: next(stream)), None
+
+
+def run_tf(jpegs, recipe, cores, processes, batches, antialias=False):
+  if processes:
+    return None
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.threading.set_inter_op_parallelism_threads(cores)
+  tf.config.threading.set_intra_op_parallelism_threads(cores)
+
+  def train(encoded):
+    shape = tf.io.extract_jpeg_shape(encoded)
+    begin, size, _ = tf.image.sample_distorted_bounding_box(
+        shape, tf.zeros([0, 0, 4], tf.float32), min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
+        max_attempts=10, use_image_if_no_bounding_boxes=True)
+    window = tf.stack([begin[0], begin[1], size[0], size[1]])
+    image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
+    image = tf.image.resize(image, [SIZE, SIZE], antialias=antialias)
+    return tf.cast(tf.image.random_flip_left_right(image), tf.uint8)
+
+  def evaluate(encoded):
+    image = tf.io.decode_jpeg(encoded, channels=3)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = 256.0 / tf.reduce_min(shape)
+    new = tf.cast(shape * scale, tf.int32)
+    image = tf.image.resize(image, new, antialias=True)
+    return tf.cast(tf.image.resize_with_crop_or_pad(image, SIZE, SIZE),
+                   tf.uint8)
+
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = cores
+  dataset = (tf.data.Dataset.from_tensor_slices(jpegs).repeat()
+             .map(train if recipe == 'train' else evaluate,
+                  num_parallel_calls=cores)
+             .batch(BATCH).prefetch(2).with_options(options))
+  iterator = iter(dataset)
+  return None, (lambda: next(iterator)), None
+
+
+def _pillow_example(args):
+  encoded, seed, recipe = args
+  from flax_attn.data import transforms as T  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  image = T.decode_rgb(encoded)
+  if recipe == 'train':
+    box = T.random_resized_crop_box(image.shape[0], image.shape[1], rng)
+    image = T.resized_crop(image, box, SIZE)
+    if rng.random() < 0.5:
+      image = image[:, ::-1]
   else:
-    config.dataset = f'bench_{kind}'
-    config.image_size = 224
-    config.augment.crop_padding, config.augment.flip = 0, True
-    if kind == 'finegrained':
-      config.augment.rotation, config.augment.color_jitter = 15.0, 0.4
-  return config
+    image = T.resize_and_center_crop(image, SIZE)
+  return T.normalize(image, _MEAN, _STD)
 
 
-def pipeline_rate(kind: str, batch_size: int, workers: int,
-                  batches: int) -> float:
-  config = pipeline_config(kind, batch_size, workers)
-  iterator = data.create_train_iterator(config, seed=0)
+def run_pillow(jpegs, recipe, cores, processes, batches):
+  import concurrent.futures  # pylint: disable=g-import-not-at-top
+  pool = (concurrent.futures.ProcessPoolExecutor(cores) if processes
+          else concurrent.futures.ThreadPoolExecutor(cores))
+  position = [0]
+
+  def next_batch():
+    start = position[0]
+    position[0] += BATCH
+    work = [(jpegs[(start + i) % len(jpegs)], start + i, recipe)
+            for i in range(BATCH)]
+    return np.stack(list(pool.map(_pillow_example, work,
+                                  chunksize=max(1, BATCH // cores // 2))))
+  return None, next_batch, (lambda: pool.shutdown())
+
+
+def run_tf_antialias(jpegs, recipe, cores, processes, batches):
+  return run_tf(jpegs, recipe, cores, processes, batches, antialias=True)
+
+
+PIPELINES = {'ours': run_ours, 'tf.data': run_tf,
+             'tf.data antialias': run_tf_antialias, 'pillow': run_pillow}
+
+
+def _cpu_seconds(process) -> float:
+  total = 0.0
+  for p in [process] + process.children(recursive=True):
+    try:
+      times = p.cpu_times()
+      total += times.user + times.system
+    except Exception:  # pylint: disable=broad-except  (a child just left)
+      pass
+  return total
+
+
+def measure(jpeg_file, pipeline, recipe, cores, processes, batches):
+  """In a subprocess: images per CPU-second and per wall-second."""
+  import psutil  # pylint: disable=g-import-not-at-top
+  with open(jpeg_file, 'rb') as f:
+    jpegs = pickle.load(f)
+  made = PIPELINES[pipeline](jpegs, recipe, cores, processes, batches)
+  if made is None:
+    return None
+  _, next_batch, close = made
+  me = psutil.Process()
+
+  def settled_cpu():
+    """CPU seconds once the prefetch buffers are full (nothing runs): the
+    timed window then starts and ends with full buffers, so its CPU time
+    is that of exactly `batches` batches."""
+    before = _cpu_seconds(me)
+    while True:
+      time.sleep(0.3)
+      now = _cpu_seconds(me)
+      if now - before < 0.02:
+        return now
+      before = now
+
   try:
-    for _ in range(max(2, workers)):  # start-up and worker spawn
-      next(iterator)
-    start = time.perf_counter()
+    for _ in range(2 + (cores if processes else 0)):  # start-up, workers
+      next_batch()
+    cpu0 = settled_cpu()
+    stamps = [time.perf_counter()]
     for _ in range(batches):
-      next(iterator)
-    elapsed = time.perf_counter() - start
+      next_batch()
+      stamps.append(time.perf_counter())
+    cpu = settled_cpu() - cpu0
+    # Wall: the second half, once the full prefetch buffers have drained.
+    half = batches // 2
+    wall = (stamps[-1] - stamps[half]) * batches / (batches - half)
   finally:
-    if workers:
-      iterator.close()
-  return batches * batch_size / elapsed
+    if close:
+      close()
+  images = batches * BATCH
+  return dict(cpu_per_core=images / cpu, wall_per_core=images / wall / cores)
 
 
-def stage_costs(jpegs, repeats: int = 1):
-  """Milliseconds per image of each step of the 224 pipelines."""
-  rng = np.random.default_rng(0)
-  decoded = [T.decode_rgb(j) for j in jpegs]
-  crops = []
-  costs = {}
-
-  def timed(name, fn, items):
-    start = time.perf_counter()
-    out = [fn(x) for _ in range(repeats) for x in items]
-    costs[name] = (time.perf_counter() - start) * 1e3 / (repeats * len(items))
-    return out[:len(items)]
-
-  timed('JPEG decode (pillow)', T.decode_rgb, jpegs)
-  crops = timed('random-resized crop to 224',
-                lambda im: T.resized_crop(im, T.random_resized_crop_box(
-                    im.shape[0], im.shape[1], rng), 224), decoded)
-  timed('resize 256 + centre crop 224',
-        lambda im: T.resize_and_center_crop(im, 224), decoded)
-  timed('flip', lambda im: np.ascontiguousarray(im[:, ::-1]), crops)
-  timed('rotation (pillow)', lambda im: T.rotate_uint8(im, 12.0), crops)
-  timed('colour jitter (numpy float)',
-        lambda im: T.color_jitter(im.astype(np.float32), 1.2, 0.8, 1.1),
-        crops)
-  timed('normalise', lambda im: T.normalize(im, _MEAN, _STD), crops)
-  return costs
+def _child(args):
+  row = measure(args.jpegs, args.pipeline, args.recipe, args.cores,
+                args.processes, args.batches)
+  print('RESULT' + json.dumps(row))
 
 
-def step_rate(model: str, image_size: int, batch_size: int,
-              steps: int) -> float:
-  """Images/s of the jitted `train.train_step` (SGD, L2) on random data."""
-  config = default.get_config()
-  config.model = model
-  num_classes = 10 if image_size == 32 else 1000
-  net = model_from_config(config, num_classes)
-  lr_fn = train.create_learning_rate_fn(config, 100, 1000)
-  tx = train.create_optimizer(config, lr_fn)
-  state = train.create_train_state(init_key(0), net, tx,
-                                   (image_size, image_size, 3), False)
-  step = jax.jit(functools.partial(
-      train.train_step, model=net, tx=tx, lr_fn=lr_fn,
-      num_classes=num_classes, label_smoothing=0.0, ema_decay=0.0),
-                 donate_argnums=(0,))
-  rng = np.random.default_rng(0)
-  batch = {'image': rng.normal(size=(batch_size, image_size, image_size, 3))
-                    .astype(np.float32),
-           'label': rng.integers(0, num_classes, batch_size).astype(np.int32)}
-  state, metrics = step(state, batch)  # compile
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = step(state, batch)
-  jax.block_until_ready(metrics)
-  return steps * batch_size / (time.perf_counter() - start)
+def _run_child(jpeg_file, pipeline, recipe, cores, processes, batches):
+  cpus = '1' if cores == 1 else f'0-{cores - 1}'
+  command = ['taskset', '-c', cpus, sys.executable, os.path.abspath(__file__),
+             '--_child', '--jpegs', jpeg_file, '--pipeline', pipeline,
+             '--recipe', recipe, '--cores', str(cores), '--batches',
+             str(batches)] + (['--processes'] if processes else [])
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu',
+             TF_CPP_MIN_LOG_LEVEL='3')
+  try:
+    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=600)
+  except subprocess.TimeoutExpired:
+    return 'timeout'
+  lines = [l for l in run.stdout.splitlines() if l.startswith('RESULT')]
+  if run.returncode or not lines:
+    last = (run.stderr.strip().splitlines() or ['?'])[-1]
+    return f'failed: {last[:120]}'
+  return json.loads(lines[-1][len('RESULT'):])
 
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument('--quick', action='store_true',
-                      help='fewer batches and steps')
-  parser.add_argument('--workers', type=int, nargs='+', default=[0, 2])
-  parser.add_argument('--cifar_batch', type=int, default=128)
-  parser.add_argument('--imagenet_batch', type=int, default=32)
-  parser.add_argument('--skip_steps', action='store_true')
+                      help='128 files, 8 batches, 1 repeat, train recipe at 1 core and 2 worker processes only')
+  parser.add_argument('--repeats', type=int, default=None)
+  parser.add_argument('--files', type=int, default=None)
+  parser.add_argument('--_child', action='store_true', help=argparse.SUPPRESS)
+  parser.add_argument('--jpegs', help=argparse.SUPPRESS)
+  parser.add_argument('--pipeline', help=argparse.SUPPRESS)
+  parser.add_argument('--recipe', default='train', help=argparse.SUPPRESS)
+  parser.add_argument('--cores', type=int, default=1, help=argparse.SUPPRESS)
+  parser.add_argument('--processes', action='store_true',
+                      help=argparse.SUPPRESS)
+  parser.add_argument('--batches', type=int, default=8,
+                      help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
-  batches = 5 if args.quick else 20
-  jpegs = register_benchmark_datasets(64 if args.quick else 256)
-  print(f'machine: {os.cpu_count()} CPU cores, jax devices '
-        f'{[d.platform for d in jax.devices()]}')
-  print(f'fabricated JPEGs: mean {np.mean([len(j) for j in jpegs]) / 1e3:.0f}'
-        ' kB')
-  print('\n| pipeline | batch | workers | images/s |\n|---|---|---|---|')
-  for kind, batch in (('cifar', args.cifar_batch),
-                      ('imagenet', args.imagenet_batch),
-                      ('finegrained', args.imagenet_batch)):
-    for workers in args.workers:
-      rate = pipeline_rate(kind, batch, workers, batches)
-      print(f'| {kind} | {batch} | {workers} | {rate:.0f} |', flush=True)
-  print('\n| 224 pipeline step | ms per image (1 thread) |\n|---|---|')
-  for name, cost in stage_costs(jpegs[:32]).items():
-    print(f'| {name} | {cost:.2f} |', flush=True)
-  if args.skip_steps:
+  if args._child:  # pylint: disable=protected-access
+    _child(args)
     return
-  print('\n| train step (jit, SGD) | input | batch | images/s |\n|---|---|---|---|')
-  for model, size, batch, steps in (
-      ('resnet20', 32, args.cifar_batch, 3 if args.quick else 10),
-      ('resnet50', 224, args.imagenet_batch, 2 if args.quick else 3)):
-    rate = step_rate(model, size, batch, steps)
-    print(f'| {model} | {size}x{size} | {batch} | {rate:.1f} |', flush=True)
+  files = args.files or (128 if args.quick else 512)
+  repeats = args.repeats or (1 if args.quick else 3)
+  batches = 8 if args.quick else 16
+  jpegs = imagenet_like_jpegs(files)
+  print(f'data: {describe(jpegs)}')
+  print(f'machine: {os.cpu_count()} CPUs, load average '
+        f'{os.getloadavg()[0]:.1f} at start', flush=True)
+  configs = [('train', 1, False), ('train', 2, False), ('train', 2, True),
+             ('eval', 1, False)]
+  if args.quick:  # the headline and the worker processes only
+    configs = [configs[0], configs[2]]
+  results = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    jpeg_file = os.path.join(tmp, 'jpegs.pkl')
+    with open(jpeg_file, 'wb') as f:
+      pickle.dump(jpegs, f)
+    for _ in range(repeats):
+      for config in configs:
+        for pipeline in PIPELINES:  # interleaved
+          row = _run_child(jpeg_file, pipeline, *config, batches)
+          results.setdefault((pipeline,) + config, []).append(row)
+          print(f'  {pipeline}, {config}: {row}, load average '
+                f'{os.getloadavg()[0]:.1f}', flush=True)
+  print(f'load average at end {os.getloadavg()[0]:.1f}\n')
+  print('| recipe | cores | parallelism | pipeline | images/s per core '
+        '(cpu) | images/s per core (wall, pinned) |\n|---|---|---|---|---|---|')
+  headline = {}
+  for config in configs:
+    for pipeline in PIPELINES:
+      rows = results[(pipeline,) + config]
+      good = [r for r in rows if isinstance(r, dict)]
+      recipe, cores, processes = config
+      kind = 'processes' if processes else 'threads'
+      if not good:
+        reason = ('threads only' if rows and rows[0] is None else
+                  str(rows[0]) if rows else '')
+        print(f'| {recipe} | {cores} | {kind} | {pipeline} | {reason} | |')
+        continue
+      cpu = [r['cpu_per_core'] for r in good]
+      wall = [r['wall_per_core'] for r in good]
+      print(f'| {recipe} | {cores} | {kind} | {pipeline} | '
+            f'{np.median(cpu):.0f} ({min(cpu):.0f}-{max(cpu):.0f}) | '
+            f'{np.median(wall):.0f} ({min(wall):.0f}-{max(wall):.0f}) |')
+      if config == ('train', 1, False):
+        headline[pipeline] = f'{np.median(cpu):.0f}'
+  print('\ntf.data with an antialiased resize (the recipe ours and pillow '
+        'run): ' + headline.get('tf.data antialias', 'n/a'))
+  print('images/s per core: ' + ', '.join(
+      f'{name} {headline.get(name, "n/a")}'
+      for name in ('ours', 'tf.data', 'pillow')))
 
 
 if __name__ == '__main__':

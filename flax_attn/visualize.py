@@ -354,7 +354,9 @@ def eval_images(config, num_images: int, split: Optional[str] = None
   batch = next(iter(data_lib.create_eval_iterator(
       config, batch_size=num_images, split=split)))
   keep = np.asarray(batch['mask']) > 0
-  return {'image': np.asarray(batch['image'])[keep],
+  # The pipeline yields pixels; the model sees them normalised.
+  images = np.asarray(data_lib.prepare_on_device(batch['image'], spec))
+  return {'image': images[keep],
           'label': np.asarray(batch['label'])[keep]}
 
 

@@ -113,24 +113,40 @@ def test_normalize_is_per_channel_mean_and_std():
     T.normalize(images, mean[:1], std[:1])
 
 
-def test_train_transform_without_augmentation_only_normalises():
+def test_train_transform_without_augmentation_passes_pixels_and_device_normalises():
   spec = data.get_dataset_spec('cifar10')
   images = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3),
                                              dtype=np.uint8)
-  transform = T.TrainTransform(32, spec.mean, spec.std)
+  transform = T.TrainTransform(32)
   out = transform.random_map({'image': images, 'label': np.arange(4)},
                              np.random.default_rng(0))
+  assert out['image'].dtype == np.uint8 and out['label'].dtype == np.int32
+  np.testing.assert_array_equal(out['image'], images)
   expected = (images - np.array(spec.mean)) / np.array(spec.std)
-  np.testing.assert_allclose(out['image'], expected, rtol=1e-6, atol=1e-6)
-  assert out['label'].dtype == np.int32
+  for spec_or_config in (spec, _config('cifar10'), data.input_spec(spec)):
+    normalised = data.prepare_on_device(out['image'], spec_or_config)
+    assert normalised.dtype == jnp.float32
+    np.testing.assert_allclose(normalised, expected, rtol=1e-5, atol=1e-5)
+  # The host's float normalisation and the device's agree to rounding.
+  np.testing.assert_allclose(
+      data.prepare_on_device(images, spec),
+      T.normalize(images, spec.mean, spec.std), rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match='3 channels but the input spec 1'):
+    data.prepare_on_device(images, data.get_dataset_spec('digits'))
+  # The train / eval steps normalise when given the spec; uint8 without it
+  # is refused rather than fed to the model as 0-255 values.
+  from flax_attn import train  # pylint: disable=g-import-not-at-top
+  np.testing.assert_allclose(train._model_input(images, data.input_spec(
+      spec)), expected, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match='uint8 images need input_spec'):
+    train._model_input(images, None)
 
 
 def test_train_transform_crops_are_windows_and_flips_are_mirrors():
   images = np.random.default_rng(3).integers(1, 256, (64, 8, 8, 3),
                                              dtype=np.uint8)
   padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
-  transform = T.TrainTransform(8, (0.0,) * 3, (1.0,) * 3, crop_padding=4,
-                               flip=True)
+  transform = T.TrainTransform(8, crop_padding=4, flip=True)
   out = transform.random_map({'image': images, 'label': np.zeros(64)},
                              np.random.default_rng(0))['image']
   offsets, flips = set(), 0
@@ -223,10 +239,10 @@ def test_digits_dataset():
   assert data.num_examples(config, 'eval') == 300
   batch = next(data.create_train_iterator(config, seed=0))
   assert batch['image'].shape == (32, 8, 8, 1)
-  assert batch['image'].dtype == np.float32 and batch['label'].dtype == np.int32
-  config.image_size = 16
-  assert next(data.create_train_iterator(config, seed=0))['image'].shape == (
-      32, 16, 16, 1)
+  assert batch['image'].dtype == np.uint8 and batch['label'].dtype == np.int32
+  config.image_size = 16  # resized on the host: float32 pixels
+  upsampled = next(data.create_train_iterator(config, seed=0))['image']
+  assert upsampled.shape == (32, 16, 16, 1) and upsampled.dtype == np.float32
 
 
 # ------------------------------------------------------------ training stream
@@ -367,9 +383,12 @@ def test_eval_on_digits_is_the_test_split_in_order_and_reiterable():
   np.testing.assert_array_equal(
       np.concatenate([b['label'] for b in first])[:300], labels)
   spec = data.get_dataset_spec('digits')
-  np.testing.assert_allclose(
-      np.concatenate([b['image'] for b in first])[:300],
-      (images - spec.mean[0]) / spec.std[0], rtol=1e-5, atol=1e-5)
+  pixels = np.concatenate([b['image'] for b in first])[:300]
+  assert pixels.dtype == np.uint8
+  np.testing.assert_array_equal(pixels, images)
+  np.testing.assert_allclose(data.prepare_on_device(pixels, spec),
+                             (images - spec.mean[0]) / spec.std[0],
+                             rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------ tfds paths
@@ -464,5 +483,5 @@ def test_mocked_cifar_reads_through_tfds_data_source_without_tensorflow():
   assert results['recorder_works']
   for name in ('cifar10', 'cifar100'):
     assert results[name] == dict(
-        shape=[16, 32, 32, 3], dtype='float32', labels_ok=True, resumed=True,
+        shape=[16, 32, 32, 3], dtype='uint8', labels_ok=True, resumed=True,
         num_train=64, eval_batches=2, mask_sum=64.0), name

@@ -8,7 +8,9 @@
   train_it = data.create_train_iterator(
       config, seed=config.seed, process_index=jax.process_index(),
       process_count=jax.process_count())
-  batch = next(train_it)      # {'image': f32 (B, S, S, C), 'label': i32 (B,)}
+  batch = next(train_it)      # {'image': u8 (B, S, S, C), 'label': i32 (B,)}
+  # In the jitted step: pixels (uint8, or float32 0-255) -> normalised f32.
+  images = data.prepare_on_device(batch['image'], data.input_spec(config))
   state = train_it.get_state()                 # JSON-serialisable dict
   train_it.set_state(state)                    # continues with the same batches
 
@@ -49,3 +51,5 @@ from flax_attn.data.pipeline import (ArraySource,  # noqa: F401
                                      num_examples, per_process_batch_size,
                                      train_dataset)
 from flax_attn.data import transforms  # noqa: F401
+from flax_attn.data.device import (InputSpec, input_spec,  # noqa: F401
+                                   prepare_on_device)

@@ -63,7 +63,7 @@ from flax_attn.errors import ConfigError, DatasetNotFoundError  # noqa: F401
 _READ_THREADS = 2
 _PREFETCH_BATCHES = 4
 # Inside each grain worker of a variable-size pipeline: the workers give the
-# parallelism, and a 224 batch of 256 is 154 MB of float32.
+# parallelism, and a 224 batch of 256 is 38.5 MB of uint8.
 _WORKER_READ_OPTIONS = dict(num_threads=1, prefetch_buffer_size=2)
 
 
@@ -403,8 +403,7 @@ def train_dataset(config, *, seed: int, process_index: int = 0,
     # Seeded by `seed` alone: an example's augmentation in an epoch does not
     # depend on the process layout.
     transform = VariableSizeTrainTransform(
-        image_size=image_size, mean=tuple(spec.mean), std=tuple(spec.std),
-        seed=_derived_seeds(seed, 0, 3)[2],
+        image_size=image_size, seed=_derived_seeds(seed, 0, 3)[2],
         crop=str(_augment(config, 'crop', '') or spec.train_crop),
         scale=tuple(float(v) for v in _augment(config, 'crop_scale',
                                                (0.08, 1.0))),
@@ -418,8 +417,7 @@ def train_dataset(config, *, seed: int, process_index: int = 0,
     dataset = grain.MapDataset.source(batches).map(transform)
   else:
     transform = TrainTransform(
-        image_size=image_size, mean=tuple(spec.mean), std=tuple(spec.std),
-        crop_padding=int(_augment(config, 'crop_padding', 0)),
+        image_size=image_size, crop_padding=int(_augment(config, 'crop_padding', 0)),
         flip=flip, rotation=rotation, color_jitter=jitter, hue=hue,
         **layout)
     batches = ShuffledBatches(source, rows, batch_size, shuffle_seed,
@@ -444,7 +442,10 @@ def create_train_iterator(config, *, seed: int, process_index: int = 0,
                           process_count: int = 1) -> grain.DatasetIterator:
   """Endless, deterministic, resumable per-process training batches.
 
-  Yields {'image': float32 (B, S, S, C) normalised, 'label': int32 (B,)}
+  Yields {'image': pixels (B, S, S, C), 'label': int32 (B,)}: uint8, or
+  float32 on the 0-255 scale where the recipe computes fractions
+  (fixed-size resize / rotation / colour jitter, colour jitter without
+  hue); not normalised: `data.prepare_on_device` does that in the step
   with B = config.batch_size // process_count and S = config.image_size
   (0 = the dataset's native size). `it.get_state()` is a JSON-serialisable
   dict (grain's, e.g. {'next_index': 12}; with workers a larger dict of
@@ -515,7 +516,8 @@ class EvalIterable:
   """A finite, re-iterable pass over this process's share of the eval split.
 
   Each `iter()` starts a new pass of `len(self)` batches of
-  {'image': float32 (B, S, S, C), 'label': int32 (B,), 'mask': float32 (B,)}.
+  {'image': pixels (B, S, S, C) (as create_train_iterator's), 'label':
+  int32 (B,), 'mask': float32 (B,)}.
   """
 
   def __init__(self, dataset: grain.MapDataset, num_batches: int,
@@ -563,15 +565,13 @@ def create_eval_iterator(config, *, batch_size: int, process_index: int = 0,
     batches = PaddedEvalExamples(source, start, stop, num_batches,
                                  batch_size, pad_shape=())
     transform = VariableSizeEvalTransform(
-        image_size=image_size, mean=tuple(spec.mean), std=tuple(spec.std),
-        crop_fraction=float(_augment(config, 'crop_fraction',
+        image_size=image_size, crop_fraction=float(_augment(config, 'crop_fraction',
                                      spec.crop_fraction)))
   else:
     batches = PaddedEvalBatches(
         source, start, stop, num_batches, batch_size,
         pad_shape=(spec.image_size, spec.image_size, spec.channels))
-    transform = EvalTransform(image_size=image_size, mean=tuple(spec.mean),
-                              std=tuple(spec.std))
+    transform = EvalTransform(image_size=image_size)
   dataset = grain.MapDataset.source(batches).map(transform)
   return EvalIterable(dataset, num_batches, total, range(start, stop),
                       batch_size)

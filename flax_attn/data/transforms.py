@@ -1,9 +1,11 @@
 """Image transforms in plain numpy and pillow (no TensorFlow, no JAX).
 
 The CIFAR recipe of the papers (He et al. 2016, Sec. 4.2; MLAN Sec. IV;
-HGA; SPEC.md): pad 4 pixels on each side, take a random 32x32 crop, flip
+HGA): pad 4 pixels on each side, take a random 32x32 crop, flip
 horizontally with probability 1/2, then normalise each channel with the
-training set's mean and std. Readings taken:
+training set's mean and std. The transforms here stop before the
+normalisation: they yield pixels (uint8 wherever the values stay whole)
+and the jitted step normalises them (device.py, `prepare_on_device`). Readings taken:
   * padding is with zeros of the raw 0-255 image (black), as torchvision's
     `RandomCrop(32, padding=4)` before `Normalize`;
   * each image's crop offset (top, left) is uniform on {0, ..., 2 *
@@ -46,6 +48,15 @@ with pillow, as torchvision's PIL path does, then stacked:
   * hue (torchvision's PIL `adjust_hue`): the HSV hue channel, as uint8,
     shifted by uint8(factor * 255) modulo 256, factor uniform in
     [-hue, hue], after brightness, contrast and saturation.
+Encoded images (the tfds files) take a fast path with the same draws and
+geometry (`decode_window`): only the JPEG header is read before the crop is
+drawn; the image is decoded at 1/2, 1/4 or 1/8 scale by libjpeg-turbo's DCT
+scaling (pillow's `draft`) where the crop window stays at least the output
+size, and the window is resampled to the output size in one antialiased
+bilinear pass (pillow's `resize(box=...)`), with no full-size crop, copy
+or RGB conversion. It differs from decode-crop-resize by resampling noise
+(tests/test_fast_decode.py bounds the PSNR). Arrays take the reference
+path above.
 Each example draws from its own generator, seeded from (seed, epoch, source
 index): its augmentation does not depend on the batch it falls in, the
 batch size, the process layout or the number of workers.
@@ -221,10 +232,15 @@ def normalize(images: np.ndarray, mean: Sequence[float],
 @dataclasses.dataclass(frozen=True)
 class TrainTransform(grain.transforms.RandomMap):
   """A batch {'image': uint8 (N, h, w, C), 'label': (N,)} ->
-  {'image': normalised float32 (N, S, S, C), 'label': int32 (N,)}.
+  {'image': pixels (N, S, S, C), 'label': int32 (N,)}, not normalised
+  (`prepare_on_device` normalises inside the jitted step).
+
+  Pixels are uint8 unless a step computes fractions (resize, rotation,
+  colour jitter without hue): then float32 on the 0-255 scale, unrounded.
+  The dtype depends on the configuration only, never on the data.
 
   Order: resize to `image_size` (if needed), pad-and-random-crop, random
-  flip, random rotation, colour jitter, hue, normalise. Random draws, in
+  flip, random rotation, colour jitter, hue. Random draws, in
   this order and only for the steps switched on: offsets (2, G), flips
   (G,), angles (G,), jitter factors (G, 3), hue factors (G,), for the
   whole global batch of G = N * num_slices examples, of which this batch
@@ -232,8 +248,6 @@ class TrainTransform(grain.transforms.RandomMap):
   whatever the number of processes).
   """
   image_size: int
-  mean: Tuple[float, ...]
-  std: Tuple[float, ...]
   crop_padding: int = 0
   flip: bool = False
   rotation: float = 0.0
@@ -267,29 +281,37 @@ class TrainTransform(grain.transforms.RandomMap):
                          for im, f in zip(images, factors)])
     if self.hue > 0:
       shifts = rng.uniform(-self.hue, self.hue, size=total)[mine]
-      images = np.stack([adjust_hue(im, h) for im, h in zip(images, shifts)])
-    return {'image': normalize(images, self.mean, self.std),
+      # adjust_hue's values are whole (a uint8 round trip): exact in uint8.
+      images = np.stack([adjust_hue(im, h) for im, h in zip(images, shifts)
+                         ]).astype(np.uint8)
+    return {'image': as_pixels(images),
             'label': np.asarray(batch['label'], np.int32)}
+
+
+def as_pixels(images: np.ndarray) -> np.ndarray:
+  """uint8 stays uint8; anything else becomes float32 (0-255 scale)."""
+  if images.dtype == np.uint8:
+    return images
+  return images.astype(np.float32, copy=False)
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalTransform(grain.transforms.Map):
-  """A batch -> resized (if needed) and normalised; padding (mask 0.0)
-  images become zeros. A 'mask' is passed on as float32."""
+  """A batch -> resized (if needed: float32, else uint8), not normalised;
+  padding (mask 0.0) images become zeros. A 'mask' is passed on as
+  float32."""
   image_size: int
-  mean: Tuple[float, ...]
-  std: Tuple[float, ...]
 
   def map(self, batch: Dict[str, Any]) -> Dict[str, np.ndarray]:
     images = batch['image']
     if images.shape[1:3] != (self.image_size, self.image_size):
       images = resize_bilinear(images, self.image_size)
-    images = normalize(images, self.mean, self.std)
+    images = as_pixels(images)
     out = {'image': images, 'label': np.asarray(batch['label'], np.int32)}
     if 'mask' in batch:
       mask = np.asarray(batch['mask'], np.float32)
       out['image'] = np.where(mask[:, None, None, None] > 0, images,
-                              np.float32(0))
+                              images.dtype.type(0))
       out['mask'] = mask
     return out
 
@@ -409,6 +431,94 @@ def rotate_uint8(image: np.ndarray, degrees: float) -> np.ndarray:
       degrees, resample=Image.BILINEAR, fillcolor=(0,) * image.shape[-1]))
 
 
+def _is_encoded(image: Any) -> bool:
+  return isinstance(image, (bytes, bytearray, memoryview, np.bytes_))
+
+
+def dct_scale(window_height: float, window_width: float, size: int) -> int:
+  """The JPEG DCT scaling denominator (1, 2, 4 or 8: libjpeg-turbo's fast
+  ones) that still leaves a window of window_height x window_width source
+  pixels at least `size` pixels on each side, so the resize after it only
+  shrinks."""
+  for scale in (8, 4, 2):
+    if min(window_height, window_width) >= scale * size:
+      return scale
+  return 1
+
+
+def decode_window(encoded: Any, window, size: int) -> Image.Image:
+  """The (top, left, height, width) window of an encoded image, in source
+  pixels (fractions allowed), as an RGB size x size pillow image. `window`
+  may be a function of the image's (height, width) returning it (the
+  header is then read once).
+
+  The fast path of `resized_crop` and `resize_and_center_crop`: a JPEG is
+  decoded at 1/2, 1/4 or 1/8 scale where the window stays >= `size` pixels
+  (`dct_scale`; libjpeg-turbo's DCT scaling through pillow's `draft`), and
+  the window is resampled to size x size in one antialiased bilinear pass
+  (pillow's `resize(box=...)`), without cropping or converting the whole
+  image. Differs from the full decode by resampling noise only (the tests
+  bound the PSNR).
+  """
+  with Image.open(io.BytesIO(bytes(encoded))) as picture:
+    full_width = picture.size[0]
+    if callable(window):
+      window = window(picture.size[1], full_width)
+    top, left, height, width = window
+    scale = dct_scale(height, width, size)
+    factor = 1.0
+    if scale > 1:
+      # draft() picks the largest of 8/4/2/1 with source // request >= it:
+      # a request of floor(side / scale) gives exactly `scale`. It returns
+      # the source's extent in decoded pixels (None: not a JPEG).
+      drafted = picture.draft(None, (max(1, picture.size[0] // scale),
+                                     max(1, picture.size[1] // scale)))
+      if drafted is not None:
+        factor = drafted[1][2] / full_width  # 1 / scale
+    if picture.mode not in ('RGB', 'L'):
+      picture = picture.convert('RGB')  # CMYK, palette, alpha: as decode_rgb
+    decoded_width, decoded_height = picture.size
+    out = picture.resize((size, size), Image.BILINEAR, box=(
+        left * factor, top * factor,
+        min(decoded_width, (left + width) * factor),
+        min(decoded_height, (top + height) * factor)))
+  if out.mode != 'RGB':
+    out = out.convert('RGB')  # grey: the copy to three channels is exact
+  return out
+
+
+def image_size_of(image: Any) -> Tuple[int, int]:
+  """(height, width) of an encoded image (from its header) or an array."""
+  if _is_encoded(image):
+    with Image.open(io.BytesIO(bytes(image))) as picture:
+      return picture.size[1], picture.size[0]
+  shape = np.shape(image)
+  return int(shape[0]), int(shape[1])
+
+
+def center_window(height: int, width: int, size: int,
+                  crop_fraction: float) -> Tuple[float, float, float, float]:
+  """The evaluation crop (`resize_and_center_crop`) as a window of the
+  source image, in source pixels."""
+  shorter = int(math.floor(size / crop_fraction))
+  new_height, new_width = _shorter_side_shape(height, width, shorter)
+  top, left = center_crop_offsets(new_height, new_width, size)
+  return _window_in_source(top, left, size, height, width, new_height,
+                           new_width)
+
+
+def _shorter_side_shape(height: int, width: int,
+                        shorter: int) -> Tuple[int, int]:
+  if height <= width:
+    return shorter, int(shorter * width / height)
+  return int(shorter * height / width), shorter
+
+
+def _window_in_source(top, left, size, height, width, new_height, new_width):
+  scale_y, scale_x = height / new_height, width / new_width
+  return top * scale_y, left * scale_x, size * scale_y, size * scale_x
+
+
 def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
   """The generator of one example's augmentation (PCG64 via SeedSequence)."""
   return np.random.default_rng([int(seed), int(epoch), int(index)])
@@ -416,23 +526,26 @@ def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 @dataclasses.dataclass(frozen=True)
 class VariableSizeTrainTransform(grain.transforms.Map):
-  """A batch of variable-size examples -> a normalised training batch.
+  """A batch of variable-size examples -> a training batch of pixels.
 
   In: {'image': sequence of N encoded bytes or uint8 (H, W, C) arrays,
-  'label': (N,), 'epoch': (N,), 'index': (N,)}. Out: {'image': float32
-  (N, S, S, 3), 'label': int32 (N,)}.
+  'label': (N,), 'epoch': (N,), 'index': (N,)}. Out: {'image': uint8
+  (N, S, S, 3) (float32 on the 0-255 scale where colour jitter runs without
+  hue), 'label': int32 (N,)}, not normalised (`prepare_on_device` does that
+  in the jitted step).
 
   Per example, drawing from `example_rng(seed, epoch, index)` in this order
-  and only for the steps switched on: decode; crop ('random_resized': the
+  and only for the steps switched on: crop window ('random_resized': the
   window of `random_resized_crop_box`; 'random': a uniform window (top,
   left) of the image resized as for evaluation; 'center': the evaluation
-  crop, no draw) to S x S; flip (one draw); rotation (one angle); colour
-  jitter (three factors, as TrainTransform); hue (one factor). Then the
-  batch is normalised.
+  crop, no draw) resized to S x S; flip (one draw); rotation (one angle);
+  colour jitter (three factors, as TrainTransform); hue (one factor).
+  Encoded images take the fast path (`decode_window`: only the header is
+  read before the draws, then a DCT-scaled decode and one resize); arrays
+  the reference path (crop, then resize; `resized_crop`,
+  `resize_and_center_crop`). The draws are the same on both paths.
   """
   image_size: int
-  mean: Tuple[float, ...]
-  std: Tuple[float, ...]
   seed: int
   crop: str = 'random_resized'
   scale: Tuple[float, float] = (0.08, 1.0)
@@ -443,8 +556,28 @@ class VariableSizeTrainTransform(grain.transforms.Map):
   color_jitter: float = 0.0
   hue: float = 0.0
 
+  def crop_window(self, height: int, width: int, rng: np.random.Generator
+                  ) -> Tuple[float, float, float, float]:
+    """The crop as a (top, left, height, width) window of the source."""
+    size = self.image_size
+    if self.crop == 'random_resized':
+      return random_resized_crop_box(height, width, rng, self.scale,
+                                     self.ratio)
+    if self.crop == 'center':
+      return center_window(height, width, size, self.crop_fraction)
+    if self.crop == 'random':
+      new_height, new_width = _shorter_side_shape(
+          height, width, int(math.floor(size / self.crop_fraction)))
+      top = int(rng.integers(0, new_height - size + 1))
+      left = int(rng.integers(0, new_width - size + 1))
+      return _window_in_source(top, left, size, height, width, new_height,
+                               new_width)
+    raise ValueError(f'unknown crop {self.crop!r}; valid: random_resized, '
+                     'random, center')
+
   def crop_example(self, image: np.ndarray,
                    rng: np.random.Generator) -> np.ndarray:
+    """The reference path on a decoded uint8 image (crop, then resize)."""
     size = self.image_size
     if self.crop == 'random_resized':
       box = random_resized_crop_box(image.shape[0], image.shape[1], rng,
@@ -461,50 +594,71 @@ class VariableSizeTrainTransform(grain.transforms.Map):
     raise ValueError(f'unknown crop {self.crop!r}; valid: random_resized, '
                      'random, center')
 
+  @property
+  def pixel_dtype(self):
+    """uint8, or float32 where colour jitter's fractions are kept (no hue
+    after it: hue rounds to uint8 as torchvision's PIL path does)."""
+    return np.float32 if self.color_jitter > 0 and self.hue <= 0 else np.uint8
+
   def augment_example(self, image: Any, epoch: int,
                       index: int) -> np.ndarray:
-    """One example -> float32 (S, S, 3), before normalisation."""
+    """One example -> (S, S, 3) pixels of `pixel_dtype`."""
     rng = example_rng(self.seed, epoch, index)
-    out = self.crop_example(decode_rgb(image), rng)
-    if self.flip and rng.random() < 0.5:
-      out = out[:, ::-1]
-    if self.rotation > 0:
-      out = rotate_uint8(np.ascontiguousarray(out),
-                         rng.uniform(-self.rotation, self.rotation))
-    out = out.astype(np.float32)
+    if _is_encoded(image):
+      out = decode_window(
+          image, lambda height, width: self.crop_window(height, width, rng),
+          self.image_size)
+      if self.flip and rng.random() < 0.5:
+        out = out.transpose(Image.FLIP_LEFT_RIGHT)
+      if self.rotation > 0:
+        out = out.rotate(rng.uniform(-self.rotation, self.rotation),
+                         resample=Image.BILINEAR, fillcolor=(0, 0, 0))
+      out = np.asarray(out)
+    else:
+      out = self.crop_example(decode_rgb(image), rng)
+      if self.flip and rng.random() < 0.5:
+        out = out[:, ::-1]
+      if self.rotation > 0:
+        out = rotate_uint8(np.ascontiguousarray(out),
+                           rng.uniform(-self.rotation, self.rotation))
     if self.color_jitter > 0:
       low = max(0.0, 1.0 - self.color_jitter)
-      out = color_jitter(out, *rng.uniform(low, 1.0 + self.color_jitter, 3))
+      out = color_jitter(out.astype(np.float32),
+                         *rng.uniform(low, 1.0 + self.color_jitter, 3))
     if self.hue > 0:
       out = adjust_hue(out, rng.uniform(-self.hue, self.hue))
-    return out
+    return out.astype(self.pixel_dtype, copy=False)
 
   def map(self, batch: Dict[str, Any]) -> Dict[str, np.ndarray]:
-    images = np.stack([
-        self.augment_example(image, epoch, index) for image, epoch, index
-        in zip(batch['image'], batch['epoch'], batch['index'])])
-    return {'image': normalize(images, self.mean, self.std),
-            'label': np.asarray(batch['label'], np.int32)}
+    size = self.image_size
+    images = np.empty((len(batch['image']), size, size, 3), self.pixel_dtype)
+    for i, (image, epoch, index) in enumerate(zip(
+        batch['image'], batch['epoch'], batch['index'])):
+      images[i] = self.augment_example(image, epoch, index)
+    return {'image': images, 'label': np.asarray(batch['label'], np.int32)}
 
 
 @dataclasses.dataclass(frozen=True)
 class VariableSizeEvalTransform(grain.transforms.Map):
   """{'image': sequence of N encoded images / arrays, None for padding,
-  'label', 'mask'} -> resized, centre-cropped, normalised float32
-  (N, S, S, 3); padding images are zeros."""
+  'label', 'mask'} -> resized, centre-cropped uint8 (N, S, S, 3) (encoded
+  images by `decode_window`); padding images are zeros."""
   image_size: int
-  mean: Tuple[float, ...]
-  std: Tuple[float, ...]
   crop_fraction: float = 0.875
 
   def map(self, batch: Dict[str, Any]) -> Dict[str, np.ndarray]:
     size = self.image_size
-    out = np.zeros((len(batch['image']), size, size, 3), np.float32)
+    out = np.zeros((len(batch['image']), size, size, 3), np.uint8)
     mask = np.asarray(batch['mask'], np.float32)
     for i, image in enumerate(batch['image']):
-      if mask[i] > 0:
-        out[i] = normalize(resize_and_center_crop(
-            decode_rgb(image), size, self.crop_fraction), self.mean,
-                           self.std)
+      if mask[i] <= 0:
+        continue
+      if _is_encoded(image):
+        out[i] = np.asarray(decode_window(
+            image, lambda height, width: center_window(
+                height, width, size, self.crop_fraction), size))
+      else:
+        out[i] = resize_and_center_crop(decode_rgb(image), size,
+                                        self.crop_fraction)
     return {'image': out, 'label': np.asarray(batch['label'], np.int32),
             'mask': mask}

@@ -141,7 +141,8 @@ def jit_train_step(exp: Experiment, config: ml_collections.ConfigDict):
                         lr_fn=exp.lr_fn, num_classes=exp.spec.num_classes,
                         label_smoothing=config.label_smoothing,
                         ema_decay=config.ema_decay,
-                        divergence_factor=config.divergence_factor),
+                        divergence_factor=config.divergence_factor,
+                        input_spec=data_lib.input_spec(exp.spec)),
       in_shardings=(exp.replicated, exp.replicated, exp.batch_sharding),
       out_shardings=(exp.replicated, exp.replicated, exp.replicated),
       donate_argnums=(0, 1))
@@ -150,7 +151,8 @@ def jit_train_step(exp: Experiment, config: ml_collections.ConfigDict):
 def jit_eval_step(exp: Experiment):
   """The eval step, jitted: `(variables, batch) -> masked sums` (eval_step)."""
   return jax.jit(functools.partial(eval_step, model=exp.model,
-                                   num_classes=exp.spec.num_classes),
+                                   num_classes=exp.spec.num_classes,
+                                   input_spec=data_lib.input_spec(exp.spec)),
                  in_shardings=(exp.replicated, exp.batch_sharding),
                  out_shardings=exp.replicated)
 

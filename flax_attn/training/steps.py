@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from flax_attn import data as data_lib
 from flax_attn.training.state import TrainState
 
 
@@ -16,13 +17,31 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float):
   return optax.softmax_cross_entropy(logits, targets)
 
 
+def model_input(images, input_spec):
+  """The input pipeline's pixels as the model takes them.
+
+  input_spec: a `data.InputSpec` (`data.input_spec(dataset_spec)`): the
+  pipeline's uint8 (or 0-255 float) pixels are normalised here, on the
+  device, so the host moves a quarter of the bytes. None: the images are
+  already the model's input (float), as in a user's own loop.
+  """
+  if input_spec is not None:
+    return data_lib.prepare_on_device(images, input_spec)
+  if images.dtype == jnp.uint8:
+    raise ValueError('uint8 images need input_spec=data.input_spec(spec) '
+                     '(normalised on the device); got input_spec=None')
+  return images
+
+
 def train_step(state: TrainState, batch, *, model, tx, lr_fn, num_classes,
-               label_smoothing, ema_decay):
-  """One SGD step on a (globally sharded) batch; returns state and metrics."""
+               label_smoothing, ema_decay, input_spec=None):
+  """One SGD step on a (globally sharded) batch; returns state and metrics.
+  input_spec: see `model_input`."""
+  images = model_input(batch['image'], input_spec)
 
   def loss_fn(params):
     logits, new_model_state = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, batch['image'],
+        {'params': params, 'batch_stats': state.batch_stats}, images,
         train=True, mutable=['batch_stats'])
     loss = cross_entropy(logits, batch['label'], num_classes,
                          label_smoothing).mean()
@@ -48,9 +67,11 @@ def train_step(state: TrainState, batch, *, model, tx, lr_fn, num_classes,
   return new_state, metrics
 
 
-def eval_step(variables, batch, *, model, num_classes):
-  """Masked sums over one batch: loss, top-1, top-5 hits and count."""
-  logits = model.apply(variables, batch['image'], train=False)
+def eval_step(variables, batch, *, model, num_classes, input_spec=None):
+  """Masked sums over one batch: loss, top-1, top-5 hits and count.
+  input_spec: see `model_input`."""
+  logits = model.apply(variables, model_input(batch['image'], input_spec),
+                       train=False)
   mask = batch['mask']
   labels = batch['label']
   loss = cross_entropy(logits, labels, num_classes, 0.0)
