@@ -45,6 +45,7 @@ from flax_attn.errors import (CheckpointError, CheckpointMismatchError,
                               WorkdirWriteError)
 from flax_attn.init_rng import init_key
 from flax_attn.models import model_from_config
+from flax_attn import cpu_kernels
 from flax_attn.ops import BATCH_AXIS
 from flax_attn.workdir_lock import WorkdirLock
 
@@ -828,6 +829,7 @@ def _build(config, workdir: Optional[str]):
   training and evaluation)."""
   mesh = create_mesh(config)
   validate_config(config, mesh.size)
+  cpu_kernels.configure(config.get('cpu_kernels', 'auto'), mesh.devices.flat[0].platform)  # CPU kernels switch (issue 28): before anything is traced
   spec = data_lib.get_dataset_spec(config.dataset)
   model = model_from_config(config, spec.num_classes)
   steps_per_epoch = data_lib.num_examples(config, 'train') // config.batch_size
