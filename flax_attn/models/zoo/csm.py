@@ -8,7 +8,7 @@ by default every block gets it. CAM / SAM / spatial-first (Table I,
 Sec. III-B) are `attn_kwargs=dict(mode=...)`. For 32 x 32 images pass
 `stem='small'`.
 """
-from flax_attn.models.factory import imagenet_resnet
+from flax_attn.models.builders import imagenet_resnet
 from flax_attn.registry import register_model
 
 for _depth in (18, 34, 50):

@@ -17,7 +17,7 @@ The paper starts from torchvision's ImageNet ResNet-50 weights; the configs
 configs/csca_resnet50_{cub,dogs,cars}.py name that checkpoint
 (`pretrained_path`).
 """
-from flax_attn.models.factory import imagenet_resnet
+from flax_attn.models.builders import imagenet_resnet
 from flax_attn.registry import register_model
 
 

@@ -8,7 +8,7 @@ switches are `attn_kwargs`, e.g.
 Fig. 2d's Inception placement: `hga_inception_tiny` (and `inception_tiny`
 without HGA), a small CIFAR-sized example.
 """
-from flax_attn.models.factory import cifar_resnet, imagenet_resnet
+from flax_attn.models.builders import cifar_resnet, imagenet_resnet
 from flax_attn.registry import register_model
 
 for _depth in (50, 101, 152):

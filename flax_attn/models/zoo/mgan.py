@@ -55,7 +55,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from flax_attn.attention.mgan import MultiGrainedFeatures
-from flax_attn.models.factory import imagenet_resnet, res2net
+from flax_attn.models.builders import imagenet_resnet, res2net
 from flax_attn.models.heads import HEADS
 from flax_attn.ops import Conv
 from flax_attn.registry import register_model
