@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -101,3 +101,27 @@ def make_norm(train: bool, dtype: Any, momentum: float = 0.9,
 
 def global_avg_pool(x: jnp.ndarray) -> jnp.ndarray:
   return jnp.mean(x, axis=(1, 2))
+
+
+def start_backbone(backbone: nn.Module, x, train: bool):
+  """How every backbone starts: images checked to be NHWC, cast to the
+  backbone's dtype, and its conv and norm factories (`make_conv`,
+  `make_norm` from its dtype and bn_* fields). Returns (x, conv, norm)."""
+  if x.ndim != 4:
+    raise ValueError(f'expected images of shape (batch, height, width, '
+                     f'channels), got shape {tuple(x.shape)}')
+  conv = make_conv(backbone.dtype)
+  norm = make_norm(train, backbone.dtype, backbone.bn_momentum,
+                   backbone.bn_epsilon, backbone.bn_axis_name)
+  return x.astype(backbone.dtype), conv, norm
+
+
+def small_stem(x, conv, norm, act, width: int):
+  """The CIFAR-sized stem: a 3x3 stride-1 conv ('conv_stem'), its norm
+  ('bn_stem') and act. Called from a backbone's compact `__call__`."""
+  return act(norm(name='bn_stem')(conv(width, (3, 3), name='conv_stem')(x)))
+
+
+def with_dtype(factory: Optional[Callable[..., nn.Module]], dtype: Any):
+  """An attention factory computing in `dtype` (None stays None)."""
+  return None if factory is None else functools.partial(factory, dtype=dtype)

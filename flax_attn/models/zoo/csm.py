@@ -1,4 +1,4 @@
-"""CSM networks (Yang, Zhang, Yang, seed 003): CSM in every residual block.
+"""CSM networks (Yang, Zhang, Yang): CSM in every residual block.
 
 Tables II and III: ResNet-18/34/50 and WideResNet-18 (widen 1.5: the
 ResNet-18 layout with stage widths 96/192/384/768, stem 64). Where position

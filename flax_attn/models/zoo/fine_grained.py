@@ -1,4 +1,4 @@
-"""Du & Ma's fine-grained ResNet-50s (seed 004, Sec. 2.1, Table 1).
+"""Du & Ma's fine-grained ResNet-50s (Sec. 2.1, Table 1).
 
   fcn_resnet50   ResNet-50 whose GAP + FC classifier is the FCN head
                  (1x1 conv to the classes, then GAP; the map is the CAM)

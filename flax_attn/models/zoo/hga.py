@@ -1,4 +1,4 @@
-"""HGA networks (Cao et al. 2020, seed 001): HGA(c, 32, c) in every block.
+"""HGA networks (Cao et al. 2020): HGA(c, 32, c) in every block.
 
 ImageNet models follow Table 1 / Table 2 (ResNet-50/101/152, ResNeXt-50/101
 32x4d); CIFAR models follow Table 4 (He et al.'s ResNet-110 with basic blocks
