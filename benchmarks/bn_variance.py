@@ -24,7 +24,7 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import flax_attn  # noqa: E402  (this checkout's, not an installed one)
-from flax_attn import ops  # noqa: E402
+from flax_attn import cpu_kernels, ops  # noqa: E402
 
 
 def one_pass_moments(xf, axes):
@@ -59,6 +59,8 @@ def make_step(model, moments):
 
 
 def main():
+  # The CPU kernels, as train.py switches them on for CPU devices.
+  cpu_kernels.configure('auto', jax.default_backend())
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--rounds', type=int, default=5)
