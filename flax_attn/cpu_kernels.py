@@ -22,15 +22,24 @@ rounding) with what XLA:CPU runs faster:
 
 Each is a `jax.custom_vjp`: reverse mode (`grad`, `vjp`) works through them,
 forward mode (`jvp`, `jacfwd`, `linearize`, Hessian-vector products) does
-not. They are for training steps on CPU hosts: `train.py` and `eval.py`
+not. Each keeps XLA's own computation as its non-CPU branch
+(`lax.platform_dependent`): with the switch on, a program lowered for GPU or
+TPU still runs XLA's convolutions there. (The branch also keeps the compiled
+CPU step identical to the one before the switch existed: without it, XLA
+recomputed the per-tap forward in the backward pass of a batch-sharded step,
++20% for a 7 x 7 2 -> 1 mask's gradient.) They are for training steps on CPU hosts: `train.py` and `eval.py`
 switch them on with `config.cpu_kernels` ('auto': when the devices are
 CPUs), through `configure`. Measurements: benchmarks/README.md. On GPU and
-TPU they bring nothing (compiled by libtpu for v5e, a ResNet-50 step with
-them moved 9% more bytes than flax's plain nn.Conv / nn.BatchNorm, with the
-same FLOPs and temporaries), so 'auto' leaves those backends plain.
+TPU they bring nothing (compiled ahead of time by libtpu for a v5e 2x2 at
+256 images per chip in bf16, a ResNet-50 train step with them accessed 9%
+more bytes than flax's plain nn.Conv / nn.BatchNorm, with the same FLOPs
+and temporaries), so 'auto' leaves those backends plain.
 
-The switch is read when a function is traced: `jax.jit` caches what it
-traced, so switch before the first call of a jitted step.
+The switch is one process-wide setting, read when a function is traced:
+`jax.jit` caches what it traced, so switch before the first call of a
+jitted step. What train.py / eval.py switched on stays on in that process
+(a notebook that trains, then differentiates a model in forward mode, turns
+it off first: `cpu_kernels.configure('off', ...)`).
 
   from flax_attn import cpu_kernels
   cpu_kernels.configure('auto', jax.default_backend())   # as train.py does
@@ -113,9 +122,9 @@ def _batch_chunk(n: int, per_image_bytes: int) -> int:
 
 
 def _batch_shards(n: int) -> int:
-  """Devices the context mesh splits a batch of n along ops.BATCH_AXIS over (1:
-  no mesh context, no such axis, already inside a shard_map over it, or n
-  not divisible)."""
+  """Devices the context mesh splits a batch of n along ops.BATCH_AXIS over
+  (1: no mesh context, no such axis, already inside a shard_map over it, or
+  n not divisible)."""
   mesh = jax.sharding.get_abstract_mesh()
   if (mesh.empty or ops.BATCH_AXIS not in mesh.axis_names
       or ops.BATCH_AXIS in mesh.manual_axes):
@@ -140,7 +149,8 @@ def _sum_over_batch_chunks(fn, x, g, chunk, out_shape):
                               out_shape=out_shape)
     return jax.shard_map(
         lambda xs, gs: lax.psum(local(xs, gs), ops.BATCH_AXIS),
-        in_specs=(jax.P(ops.BATCH_AXIS), jax.P(ops.BATCH_AXIS)), out_specs=jax.P(),
+        in_specs=(jax.P(ops.BATCH_AXIS), jax.P(ops.BATCH_AXIS)),
+        out_specs=jax.P(),
         axis_names={ops.BATCH_AXIS}, check_vma=False)(x, g)
   while n % chunk:
     chunk -= 1
@@ -235,8 +245,12 @@ def _cpu_conv_nhwc(x, kernel, strides, padding, transposed=False):
     return _xla_conv_nhwc(x, kernel, strides, padding)
   # Padding the transposed convolution's input is padding this one's output.
   pad_reads = reads == _YNN_MIN_CHANNELS - 1
-  return _ynn_conv_nhwc(x, kernel, strides, padding,
-                        pad_input=pad_reads != transposed)
+  return lax.platform_dependent(
+      x, kernel, default=functools.partial(
+          _xla_conv_nhwc, strides=strides, padding=padding),
+      cpu=functools.partial(_ynn_conv_nhwc, strides=strides,
+                            padding=padding,
+                            pad_input=pad_reads != transposed))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -259,8 +273,19 @@ def _conv_nhwc_bwd(strides, padding, residuals, g):
   _, input_vjp = jax.vjp(lambda v: input_conv(v, kernel, strides, padding),
                          x)
   (dx,) = input_vjp(g)
-  dk = _kernel_grad_im2col(x, g, kernel.shape, strides,
-                           padding).astype(kernel.dtype)
+  xla_conv = functools.partial(_xla_conv_nhwc, strides=strides,
+                               padding=padding)
+  _, kernel_vjp = jax.vjp(lambda k: xla_conv(x, k), kernel)
+
+  def xla_kernel_grad(x, g):
+    return kernel_vjp(g)[0]
+
+  def cpu_kernel_grad(x, g):
+    return _kernel_grad_im2col(x, g, kernel.shape, strides,
+                               padding).astype(kernel.dtype)
+
+  dk = lax.platform_dependent(x, g, cpu=cpu_kernel_grad,
+                              default=xla_kernel_grad)
   return dx, dk
 
 
@@ -483,14 +508,15 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   """`lax.conv_general_dilated`, computed the way XLA:CPU runs fastest.
 
   Same arguments and results. For a 2-D NHWC x HWIO convolution (explicit
-  or 'SAME' / 'VALID' padding):
+  or 'SAME' / 'VALID' padding), compiled for CPU:
   * a stride-1 one with few output channels (MLAN's 3 x 3 C -> 3 masks)
     runs as a matmul and shifted adds (`_narrow_output_conv`);
   * any other plain (undilated, ungrouped) one gets its kernel gradient from
     `_kernel_grad_im2col`;
   * one with few channels per group (depthwise, HGA's MFE, 2 -> 1 spatial
     masks) runs as per-tap multiply-adds (`_grouped_conv_taps`).
-  Every other convolution is `lax.conv_general_dilated` itself.
+  On other backends, and for every other convolution, this is
+  `lax.conv_general_dilated` itself.
   """
   xla_conv = functools.partial(
       lax.conv_general_dilated, window_strides=window_strides,
@@ -519,7 +545,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
       kh, kw, ci, co = rhs.shape
       if (strides == (1, 1) and kh * kw > 1 and ci > co
           and kh * kw * co <= _NARROW_OUTPUT_MAX_TAP_CHANNELS):
-        return _narrow_output_conv(lhs, rhs, padding)
+        return _narrow_output_conv_on_cpu(lhs, rhs, padding)
       return _conv_nhwc(lhs, rhs, strides, padding)
     return xla_conv(lhs, rhs)
   return _small_group_conv(lhs, rhs, strides, padding, dilation,
@@ -530,7 +556,22 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
 # one computation rather than dispatching each of them on its own.
 @functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
 def _small_group_conv(x, kernel, strides, padding, dilation, groups):
-  return _grouped_conv_taps(x, kernel, strides, padding, dilation, groups)
+  xla_conv = functools.partial(
+      lax.conv_general_dilated, window_strides=strides, padding=padding,
+      rhs_dilation=dilation, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=groups)
+  return lax.platform_dependent(
+      x, kernel, default=xla_conv,
+      cpu=functools.partial(_grouped_conv_taps, strides=strides,
+                            padding=padding, dilation=dilation,
+                            groups=groups))
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _narrow_output_conv_on_cpu(x, kernel, padding):
+  return lax.platform_dependent(
+      x, kernel, cpu=functools.partial(_narrow_output_conv, padding=padding),
+      default=functools.partial(_conv_nhwc, strides=(1, 1), padding=padding))
 
 
 def _is_nhwc_hwio(dimension_numbers, ndim: int) -> bool:
