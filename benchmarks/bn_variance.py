@@ -4,7 +4,7 @@
 
 Builds the same jitted train step (forward, closed-form BatchNorm backward,
 SGD update) twice in one process: once with the two-pass variance of
-`flax_attn.models.layers.batch_moments` (what the library uses) and once
+`flax_attn.ops.batch_moments` (what the library uses) and once
 with the one-pass E[x^2] - E[x]^2 it replaced, and times them alternately
 (A/B/A/B..., median of `--steps` steps per round) so that machine load
 drifts hit both alike. Prints the medians and their ratio.
@@ -24,11 +24,11 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import flax_attn  # noqa: E402  (this checkout's, not an installed one)
-from flax_attn.models import layers  # noqa: E402
+from flax_attn import cpu_kernels, ops  # noqa: E402
 
 
 def one_pass_moments(xf, axes):
-  """What layers.batch_moments replaced: E[x^2] - E[x]^2 in one pass."""
+  """What ops.batch_moments replaced: E[x^2] - E[x]^2 in one pass."""
   mean = jnp.mean(xf, axes)
   return (mean, jnp.zeros_like(mean),
           jnp.maximum(0.0, jnp.mean(xf * xf, axes) - mean * mean))
@@ -45,13 +45,13 @@ def make_step(model, moments):
     return loss.mean(), state['batch_stats']
 
   def step(params, batch_stats, opt_state, images, labels):
-    original = layers.batch_moments
-    layers.batch_moments = moments          # read while tracing only
+    original = ops.batch_moments
+    ops.batch_moments = moments          # read while tracing only
     try:
       (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
           params, batch_stats, images, labels)
     finally:
-      layers.batch_moments = original
+      ops.batch_moments = original
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), stats, opt_state
 
@@ -59,6 +59,8 @@ def make_step(model, moments):
 
 
 def main():
+  # The CPU kernels, as train.py switches them on for CPU devices.
+  cpu_kernels.configure('auto', jax.default_backend())
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--rounds', type=int, default=5)
@@ -69,7 +71,7 @@ def main():
   labels = jnp.arange(args.batch) % 10
   variables = jax.jit(functools.partial(model.init, train=False))(
       jax.random.key(1), images)
-  variants = {'two-pass': layers.batch_moments,
+  variants = {'two-pass': ops.batch_moments,
               'one-pass': one_pass_moments}
   states, steps = {}, {}
   for name, moments in variants.items():

@@ -6,8 +6,8 @@
 
 For ResNet-20's three stride-1 3x3 convolutions (32x32x16, 16x16x32,
 8x8x64, NHWC / channels_last), times the forward, the input gradient and the
-kernel gradient as flax_attn computes them (`ops._conv_nhwc`, whose backward
-pass is YNNPACK for the input gradient and `ops._kernel_grad_im2col` for the
+kernel gradient as flax_attn computes them (`cpu_kernels._conv_nhwc`, whose backward
+pass is YNNPACK for the input gradient and `cpu_kernels._kernel_grad_im2col` for the
 kernel's) and as PyTorch eager does (`conv2d`, `aten.convolution_backward`:
 oneDNN), each on one thread. The six are timed round-robin, `--rounds` times,
 so both frameworks see the same machine state; the table gives the median
@@ -24,7 +24,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 import torch  # pylint: disable=wrong-import-position
 
-from flax_attn import ops  # pylint: disable=wrong-import-position
+from flax_attn import cpu_kernels  # pylint: disable=wrong-import-position
 
 SHAPES = ((32, 16), (16, 32), (8, 64))  # (spatial size, channels)
 PAD = ((1, 1), (1, 1))
@@ -37,10 +37,10 @@ def _cpu_seconds(fn) -> float:
 
 
 def jax_calls(x, kernel, g):
-  forward = jax.jit(lambda x, k: ops._conv_nhwc(x, k, (1, 1), PAD))
+  forward = jax.jit(lambda x, k: cpu_kernels._conv_nhwc(x, k, (1, 1), PAD))
   input_grad = jax.jit(lambda x, k, g: jax.vjp(
-      lambda v: ops._conv_nhwc(v, k, (1, 1), PAD), x)[1](g)[0])
-  kernel_grad = jax.jit(lambda x, g: ops._kernel_grad_im2col(
+      lambda v: cpu_kernels._conv_nhwc(v, k, (1, 1), PAD), x)[1](g)[0])
+  kernel_grad = jax.jit(lambda x, g: cpu_kernels._kernel_grad_im2col(
       x, g, kernel.shape, (1, 1), PAD))
   x, kernel, g = map(jax.numpy.asarray, (x, kernel, g))
   return {'forward': lambda: forward(x, kernel).block_until_ready(),

@@ -18,12 +18,15 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import default  # noqa: E402
+from flax_attn import cpu_kernels  # noqa: E402
 from flax_attn import train  # noqa: E402
 from flax_attn.init_rng import init_key  # noqa: E402
 from flax_attn.models import model_from_config  # noqa: E402
 
 
 def main():
+  # The CPU kernels, as train.py switches them on for CPU devices.
+  cpu_kernels.configure('auto', jax.default_backend())
   config = default.get_config()
   config.model, config.attn, config.batch_size = 'resnet20', 'none', 128
   model = model_from_config(config, 10)

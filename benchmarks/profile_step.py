@@ -43,6 +43,8 @@ tx = train.create_optimizer(config, lr_fn)
 mesh = Mesh(np.asarray(jax.devices()), ('data',))
 jax.set_mesh(mesh)
 rep, sh = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+from flax_attn import cpu_kernels
+cpu_kernels.configure('auto', jax.default_backend())  # as train.py does
 state = jax.jit(functools.partial(train.create_train_state, model=model, tx=tx, image_shape=(size, size, 3), use_ema=False), out_shardings=rep)(init_key(0))
 rng = np.random.default_rng(0)
 batch = {'image': jax.device_put(rng.standard_normal((b, size, size, 3)).astype(np.float32), sh), 'label': jax.device_put(rng.integers(0, 10, b), sh)}

@@ -16,6 +16,9 @@ where it works, under torch.compile.
   python benchmarks/speed.py --device-case gpu     # ResNet-50 bf16 on a GPU
   python benchmarks/speed.py --table benchmarks/results/*.json   # reprint
 
+The JAX step runs with flax_attn's CPU kernels as train.py's default
+(config.cpu_kernels='auto'); FLAX_ATTN_CPU_KERNELS=off (or on) overrides it.
+
 Every measurement runs in a fresh subprocess (so peak memory is that run's),
 JAX and PyTorch runs of a case alternate (A/B/A/B with --repeats), and the
 table reports medians. Results go to a JSON file (--json). PyTorch is a
@@ -135,8 +138,11 @@ def run_jax(spec: Dict[str, Any]) -> Dict[str, Any]:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax.sharding import Mesh  # pylint: disable=g-import-not-at-top
+  from flax_attn import cpu_kernels  # pylint: disable=g-import-not-at-top
   from flax_attn.ops import BATCH_AXIS  # pylint: disable=g-import-not-at-top
   mesh = Mesh(np.asarray(jax.devices()), (BATCH_AXIS,))
+  cpu_kernels.configure(os.environ.get('FLAX_ATTN_CPU_KERNELS', 'auto'),
+                        jax.default_backend())
   with jax.set_mesh(mesh):
     return _run_jax_on(mesh, spec)
 

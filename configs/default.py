@@ -45,6 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
   # per core (at most num_devices), one thread each, where every batch size
   # divides; 0 = XLA's single device on all cores; N = N.
   config.cpu_devices = -1
+  # flax_attn/cpu_kernels.py (faster XLA:CPU convolutions and BatchNorm
+  # backward; no forward-mode autodiff through them): 'auto' = on when the
+  # devices are CPUs, 'on', 'off' (the plain flax / lax layers).
+  config.cpu_kernels = 'auto'
 
   # Optimiser (optax).
   config.optimizer = 'sgd'        # sgd | adamw

@@ -1,6 +1,9 @@
 """A counter-based PRNG for initialising networks: the same bits on every
 platform, and a fraction of the compile time of JAX's generators on XLA:CPU.
 
+An internal detail of the trainer (train.py initialises its state with it);
+users initialise models with any JAX key, `jax.random.key(seed)`.
+
 Initialising a network draws one random tensor per parameter, and `jax.jit`
 compiles every draw as its own code. On XLA:CPU both of JAX's generators are
 expensive: 'threefry2x32' is 20 rounds of integer mixing per draw plus
@@ -20,7 +23,7 @@ which is about ten integer ops per element, fused into one loop per
 parameter. Split and fold-in hash the counter / the data the same way with a
 second, differently keyed pair of rounds, so child keys are full-entropy
 words rather than offsets of the parent. It cuts that compile to 14 s and
-the HLO to a third (`benchmarks/README.md`, change 31) and, unlike 'rbg'
+the HLO to a third (`benchmarks/README.md`) and, unlike 'rbg'
 (whose bits XLA backends may produce differently), draws the same random bits
 on CPU, GPU and TPU (the weights made from them agree to each backend's float
 rounding).

@@ -20,10 +20,11 @@ out (ResNet-50: 4.089 G, all of it convolutions and FC; the papers print
 
 Where the traced arithmetic differs from the layer it computes, the layer
 counts:
-  * `lax.platform_dependent` (the CPU paths of flax_attn.ops: per-tap
-    multiply-adds for grouped convolutions, matmul + shifted adds for
-    narrow-output ones) counts its default branch, XLA's convolution, so
-    the figure does not depend on where it is traced;
+  * the CPU kernels (flax_attn/cpu_kernels.py: per-tap multiply-adds for
+    grouped convolutions, matmul + shifted adds for narrow-output ones) are
+    switched off while the function is traced, so every convolution counts
+    as one, whatever the switch says; a `lax.platform_dependent` counts
+    its default branch, so the figure does not depend on where it is traced;
   * `custom_vjp` / `custom_jvp` wrappers and `jit` calls count their body;
     `scan` bodies count once per iteration;
   * a product with a constant operand (a matrix built from shapes alone, as
@@ -43,6 +44,8 @@ from typing import Any, Dict, Sequence, Tuple
 
 import jax
 from jax.extend import core as jex_core
+
+from flax_attn import cpu_kernels
 
 # Primitives through which the unpadded width of an axis carries over
 # unchanged (element-wise on one array).
@@ -70,7 +73,9 @@ class MacCount:
 
 def count_macs(fn, *args, **kwargs) -> MacCount:
   """Multiply-adds of `fn(*args, **kwargs)`; args may be ShapeDtypeStructs."""
-  closed = jax.make_jaxpr(fn)(*args, **kwargs)
+  with cpu_kernels.enabled(False):
+    # A wrapper: JAX caches a trace per function, whatever the switch said.
+    closed = jax.make_jaxpr(lambda *a, **k: fn(*a, **k))(*args, **kwargs)
   inputs = [_Info() for _ in closed.jaxpr.invars]
   count, _ = _walk(closed.jaxpr, inputs, constvars_constant=True)
   return count

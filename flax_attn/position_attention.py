@@ -2,7 +2,7 @@
 
   out_i = sum_j softmax_j(scale * q_i . k_j) v_j,   i < L_q, j < L_k
 
-is CSM's position attention (seed 003, Eq. 5, DANet's PAM; scale 1) and
+is CSM's position attention (Yang, Zhang & Yang, Eq. 5; DANet's PAM; scale 1) and
 the non-local block's embedded Gaussian (Wang et al. 2018, Eq. 1 and 3;
 scale inner^-1/2). At ResNet stage 1 (56 x 56) L = 3,136: one L x L float32
 matrix is 37.5 MiB per image, and `jax.nn.dot_product_attention` on XLA
@@ -14,9 +14,15 @@ keeps several of them for the backward pass.
     running row maximum m, normaliser l and un-normalised output (the online
     softmax of Milakov & Gimelshein 2018, as in FlashAttention, Dao et al.
     2022), then out = acc / l and logsumexp = m + log l.
-  * Backward (`jax.custom_vjp`, FlashAttention-2's): only q, k, v, out and
-    the per-query logsumexp are saved; each (query block, key block) tile's
-    probabilities are recomputed as exp(s - logsumexp), and
+  * Derivatives (`jax.custom_jvp`): the tangent in a direction (dq, dk, dv)
+    is computed by blocks too, from q, k, v, out and the per-query
+    logsumexp: each tile's probabilities are recomputed as
+    p = exp(s - logsumexp) and, with ds = scale (dq k^T + q dk^T),
+      d_out = p dv + (p * ds) v - rowsum(p * ds) out.
+    That is forward mode (jvp, jacfwd, linearize, Hessian-vector products).
+    Reverse mode is JAX's transpose of it; each tile is a `jax.checkpoint`,
+    so the transpose recomputes p per tile rather than storing them: the
+    products of FlashAttention-2's backward (Dao 2023, Algorithm 2),
       dv_j += p^T do,  ds = p * (do v^T - rowsum(do * out)),
       dq_i += scale ds k_j,  dk_j += scale ds^T q_i.
   * q and k keep their own width d (CSM: C/8), v its width C: no padding.
@@ -137,74 +143,68 @@ def _forward(q, k, v, scale, block_q, block_k, key_length):
   return _unblock(out), _unblock(lse[..., None])[..., 0]
 
 
-def _backward(q, k, v, out, lse, d_out, scale, block_q, block_k, key_length):
-  """FlashAttention-2's backward on padded inputs -> (dq, dk, dv) float32."""
+def _tangent(q, k, v, out, lse, dq, dk, dv, scale, block_q, block_k,
+             key_length):
+  """The attention's derivative in the direction (dq, dk, dv), by blocks.
+
+  With p = exp(s - logsumexp) recomputed per (query block, key block) tile
+  and ds = scale (dq k^T + q dk^T):
+    d_out = p dv + (p * ds) v - rowsum(p * ds) out.
+  Linear in (dq, dk, dv): JAX transposes it for reverse mode. Each tile is
+  a `jax.checkpoint`, so the transpose recomputes p from q, k and
+  logsumexp instead of keeping every tile: FlashAttention-2's backward
+  (Dao 2023, Algorithm 2), derived by JAX.
+  """
+  n, _, channels = v.shape
   nq, nk = q.shape[1] // block_q, k.shape[1] // block_k
   mask_length = key_length if key_length < k.shape[1] else None
-  # D_i = sum_c dO_ic O_ic = sum_j P_ij dP_ij.
-  delta = jnp.sum(d_out.astype(_F32) * out.astype(_F32), axis=-1)
-  q_blocks = _blocks(q, block_q, nq)
-  do_blocks = _blocks(d_out, block_q, nq)
-  lse_blocks = _blocks(lse[..., None], block_q, nq)[..., 0]
-  delta_blocks = _blocks(delta[..., None], block_q, nq)[..., 0]
 
-  def one_key_block(dq, j):
-    kb = lax.dynamic_slice_in_dim(k, j * block_k, block_k, axis=1)
-    vb = lax.dynamic_slice_in_dim(v, j * block_k, block_k, axis=1)
-
-    def one_query_block(carry, xs):
-      dk, dv = carry
-      qb, dob, lseb, deltab = xs
-      s = _scores(qb, kb, j * block_k, scale, mask_length)
-      p = jnp.exp(s - lseb[..., None])
-      dv = dv + jnp.einsum('nqk,nqc->nkc', p.astype(dob.dtype), dob,
-                           preferred_element_type=_F32)
-      dp = jnp.einsum('nqc,nkc->nqk', dob, vb, preferred_element_type=_F32)
-      ds = (p * (dp - deltab[..., None])).astype(q.dtype)
-      dk = dk + scale * jnp.einsum('nqk,nqd->nkd', ds, qb,
-                                   preferred_element_type=_F32)
-      dqb = scale * jnp.einsum('nqk,nkd->nqd', ds, kb,
+  def one_query_block(qb, dqb, lseb, outb):
+    @jax.checkpoint
+    def step(j, carry):
+      t, r = carry
+      kb, vb, dkb, dvb = (lax.dynamic_slice_in_dim(a, j * block_k, block_k,
+                                                   axis=1)
+                          for a in (k, v, dk, dv))
+      p = jnp.exp(_scores(qb, kb, j * block_k, scale, mask_length)
+                  - lseb[..., None])
+      ds = scale * (jnp.einsum('nqd,nkd->nqk', dqb, kb,
                                preferred_element_type=_F32)
-      return (dk, dv), dqb
+                    + jnp.einsum('nqd,nkd->nqk', qb, dkb,
+                                 preferred_element_type=_F32))
+      pds = p * ds
+      t = t + jnp.einsum('nqk,nkc->nqc', p.astype(v.dtype), dvb,
+                         preferred_element_type=_F32)
+      t = t + jnp.einsum('nqk,nkc->nqc', pds.astype(v.dtype), vb,
+                         preferred_element_type=_F32)
+      return t, r + pds.sum(-1)
 
-    init = (jnp.zeros(kb.shape, _F32), jnp.zeros(vb.shape, _F32))
-    xs = (q_blocks, do_blocks, lse_blocks, delta_blocks)
-    if nq == 1:
-      (dk, dv), dq_part = one_query_block(init, [x[0] for x in xs])
-      dq_part = dq_part[None]
-    else:
-      (dk, dv), dq_part = lax.scan(one_query_block, init, xs)
-    return dq + dq_part, (dk, dv)
+    rows = qb.shape[1]
+    init = (jnp.zeros((n, rows, channels), _F32), jnp.zeros((n, rows), _F32))
+    t, r = _fold_blocks(step, nk, init)
+    return t - r[..., None] * outb.astype(_F32)
 
-  dq0 = jnp.zeros(q_blocks.shape, _F32)
-  if nk == 1:
-    dq, (dk, dv) = one_key_block(dq0, 0)
-    dk, dv = dk[None], dv[None]
-  else:
-    dq, (dk, dv) = lax.scan(one_key_block, dq0, jnp.arange(nk))
-  return _unblock(dq), _unblock(dk), _unblock(dv)
+  blocks = lambda x: _blocks(x, block_q, nq)
+  d_out = _map_blocks(one_query_block, nq, blocks(q), blocks(dq),
+                      blocks(lse[..., None])[..., 0], blocks(out))
+  return _unblock(d_out)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5, 6))
 def _attend_padded(q, k, v, scale, block_q, block_k, key_length):
   return _forward(q, k, v, scale, block_q, block_k, key_length)[0].astype(
       v.dtype)
 
 
-def _attend_padded_fwd(q, k, v, scale, block_q, block_k, key_length):
+@_attend_padded.defjvp
+def _attend_padded_jvp(scale, block_q, block_k, key_length, primals,
+                       tangents):
+  q, k, v = primals
   out, lse = _forward(q, k, v, scale, block_q, block_k, key_length)
   out = out.astype(v.dtype)
-  return out, (q, k, v, out, lse)
-
-
-def _attend_padded_bwd(scale, block_q, block_k, key_length, residuals, d_out):
-  q, k, v, out, lse = residuals
-  dq, dk, dv = _backward(q, k, v, out, lse, d_out, scale, block_q, block_k,
-                         key_length)
-  return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
-
-
-_attend_padded.defvjp(_attend_padded_fwd, _attend_padded_bwd)
+  d_out = _tangent(q, k, v, out, lse, *tangents, scale, block_q, block_k,
+                   key_length)
+  return out, d_out.astype(v.dtype)
 
 
 def blockwise_attention(query, key, value, scale: float = 1.0,

@@ -50,7 +50,7 @@ _HGA = 'HGA Table 2'
 _MGAN_T2 = 'MGAN Table 2'
 _MGAN_SETTING = 'setting not stated (ImageNet-size counts)'
 
-# Figures listed in shared/SPEC.md, from the papers' tables and timm.
+# Published figures, from the papers' tables and timm.
 PUBLISHED: Dict[str, List[Published]] = {
     'resnet18': [Published('timm', 11.69),
                  Published(_MGAN_T2, 11.69, setting=_MGAN_SETTING)],

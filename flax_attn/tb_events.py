@@ -15,8 +15,7 @@ encoded here by hand, each record framed as TFRecord frames it:
     uint32 masked_crc32c(data)     (little-endian; CRC-32C, Castagnoli)
 
 Why not tensorboardX: importing it imports torch whenever torch is installed
-(2.6-3.0 s of every train.py / eval.py start-up here; benchmarks/README.md,
-change 32). `tests/test_tb_events.py` reads these files back with
+(2.6-3.0 s of every train.py / eval.py start-up here; benchmarks/README.md). `tests/test_tb_events.py` reads these files back with
 tensorboardX's own protobuf classes.
 """
 from __future__ import annotations

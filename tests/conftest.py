@@ -21,6 +21,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True)
+def _cpu_kernels_off_after_each_test():
+  """train.py / eval.py switch flax_attn's CPU kernels on for the process
+  (config.cpu_kernels='auto' on CPU); later tests start from the default."""
+  yield
+  from flax_attn import cpu_kernels  # pylint: disable=g-import-not-at-top
+  cpu_kernels.configure('off', 'cpu')
+
+
 @pytest.fixture(scope='session')
 def gcs_emulator():
   """A Cloud Storage emulator on 127.0.0.1 for this session (see

@@ -136,10 +136,10 @@ def test_train_transform_without_augmentation_passes_pixels_and_device_normalise
   # The train / eval steps normalise when given the spec; uint8 without it
   # is refused rather than fed to the model as 0-255 values.
   from flax_attn import train  # pylint: disable=g-import-not-at-top
-  np.testing.assert_allclose(train._model_input(images, data.input_spec(
+  np.testing.assert_allclose(train.model_input(images, data.input_spec(
       spec)), expected, rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match='uint8 images need input_spec'):
-    train._model_input(images, None)
+    train.model_input(images, None)
 
 
 def test_train_transform_crops_are_windows_and_flips_are_mirrors():

@@ -1,9 +1,11 @@
-"""The speed paths of ops.py and models/layers.py give the numbers of what
-they replace.
+"""The CPU kernels (flax_attn/cpu_kernels.py), reached through their switch
+by ops.conv_general_dilated and models/layers.BatchNorm, give the numbers of
+what they replace; without the switch those are plain lax / flax.
 
-conv_general_dilated: lax's convolution, computed on CPU as per-tap
-multiply-adds (few channels per group), a matmul and shifted adds (few output
-channels), or with its kernel gradient as im2col matmuls. BatchNorm: nn.BatchNorm with a closed-form backward.
+conv_general_dilated: lax's convolution, computed as per-tap multiply-adds
+(few channels per group), a matmul and shifted adds (few output channels),
+or with its kernel gradient as im2col matmuls. BatchNorm: nn.BatchNorm with
+a closed-form backward.
 """
 import functools
 import re
@@ -11,15 +13,26 @@ import re
 import chex
 import flax.linen as nn
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
 
+from flax_attn import cpu_kernels
 from flax_attn import ops
+from flax_attn.errors import ConfigError
 from flax_attn.models import layers
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+@pytest.fixture(autouse=True)
+def _kernels_on():
+  """Every test here traces with the CPU kernels on, as train.py does on a
+  CPU host (tests that need them off say so)."""
+  with cpu_kernels.enabled():
+    yield
 
 
 def _loss(conv, x, kernel, strides, padding):
@@ -49,11 +62,11 @@ def test_value_and_gradients_equal_lax(x_shape, kernel_shape, strides,
 
 def test_kernel_gradient_over_several_chunks(monkeypatch):
   # A tiny patch budget forces the loop over batch chunks (scan).
-  monkeypatch.setattr(ops, '_PATCH_BYTES_PER_CHUNK', 3000)
+  monkeypatch.setattr(cpu_kernels, '_PATCH_BYTES_PER_CHUNK', 3000)
   x = jax.random.normal(jax.random.key(0), (12, 6, 6, 4))
   g = jax.random.normal(jax.random.key(1), (12, 6, 6, 5))
   padding = ((1, 1), (1, 1))
-  got = jax.jit(lambda x, g: ops._kernel_grad_im2col(
+  got = jax.jit(lambda x, g: cpu_kernels._kernel_grad_im2col(
       x, g, (3, 3, 4, 5), (1, 1), padding))(x, g)
   conv = lambda k: lax.conv_general_dilated(x, k, (1, 1), padding,
                                             dimension_numbers=NHWC)
@@ -91,9 +104,9 @@ def test_narrow_output_conv_equals_lax(x_shape, kernel_shape, padding):
   for got_leaf, want_leaf in zip((got, *got_grads), (want, *want_grads)):
     chex.assert_trees_all_close(got_leaf, want_leaf, rtol=1e-5,
                                 atol=1e-5 * float(jnp.max(jnp.abs(want_leaf))))
-  # On CPU a matmul and shifted adds replace every convolution.
+  # A matmul and shifted adds replace every convolution.
   hlo = fast.lower(x, kernel).compile().as_text()
-  assert ('convolution(' in hlo) == (jax.default_backend() != 'cpu')
+  assert 'convolution(' not in hlo
 
 
 # (3, 3, 4, 8): the im2col kernel-gradient path; (3, 3, 4, 4): the tap path;
@@ -163,9 +176,7 @@ def test_narrow_convs_are_padded_to_reach_ynnpack(kernel_shape, forward,
              for name in re.findall(r'op_name="([^"]*)"', line)]
   in_forward = any('transpose(' not in name for name in with_17)
   in_input_grad = any('transpose(' in name for name in with_17)
-  on_cpu = jax.default_backend() == 'cpu'
-  assert (in_forward, in_input_grad) == (forward and on_cpu,
-                                        input_grad and on_cpu), with_17
+  assert (in_forward, in_input_grad) == (forward, input_grad), with_17
   value, grads = grad(ops.conv_general_dilated, x, kernel, *args)
   want_value, want_grads = grad(lax.conv_general_dilated, x, kernel, *args)
   np.testing.assert_allclose(value, want_value, rtol=1e-5)
@@ -214,18 +225,18 @@ def test_grouped_conv_taps_equal_lax(x_shape, kernel_shape, strides, padding,
       has_aux=True)(x, kernel)
   chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
   chex.assert_trees_all_close(got_grads, want_grads, rtol=1e-5, atol=5e-5)
-  # On CPU the taps replace every convolution of the step.
+  # The taps replace every convolution of the step.
   hlo = fast.lower(x, kernel).compile().as_text()
-  assert ('convolution(' in hlo) == (jax.default_backend() != 'cpu')
+  assert 'convolution(' not in hlo
 
 
 def test_grouped_conv_taps_over_several_chunks(monkeypatch):
-  monkeypatch.setattr(ops, '_PATCH_BYTES_PER_CHUNK', 2000)
+  monkeypatch.setattr(cpu_kernels, '_PATCH_BYTES_PER_CHUNK', 2000)
   x = jax.random.normal(jax.random.key(0), (6, 5, 5, 4))
   kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 4))
   g = jax.random.normal(jax.random.key(2), (6, 5, 5, 4))
   args = ((1, 1), ((1, 1), (1, 1)))
-  got = jax.vjp(lambda k: ops._grouped_conv_taps(x, k, *args, (1, 1), 4),
+  got = jax.vjp(lambda k: cpu_kernels._grouped_conv_taps(x, k, *args, (1, 1), 4),
                 kernel)[1](g)[0]
   want = jax.vjp(lambda k: lax.conv_general_dilated(
       x, k, *args, dimension_numbers=NHWC, feature_group_count=4),
@@ -240,7 +251,7 @@ def test_batch_sharded_kernel_gradients_stay_per_device(monkeypatch,
   # Under a mesh context, the loops over batch chunks (im2col and per-tap
   # kernel gradients) run on each device's images and psum the partial
   # sums; the SPMD partitioner left alone all-gathers the batch instead.
-  monkeypatch.setattr(ops, '_PATCH_BYTES_PER_CHUNK', 4000)  # several chunks
+  monkeypatch.setattr(cpu_kernels, '_PATCH_BYTES_PER_CHUNK', 4000)  # several chunks
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()), (ops.BATCH_AXIS,))
   n = 2 * mesh.size
   x = jax.random.normal(jax.random.key(0), (n, 6, 6, 4))
@@ -278,9 +289,15 @@ def _bn_loss(module, params, stats, x, weights):
   return jnp.sum(jnp.sin(y.astype(jnp.float32)) * weights), new
 
 
+@pytest.mark.parametrize('kernels', [True, False])
 @pytest.mark.parametrize('dtype,rtol', [(jnp.float32, 1e-5),
                                         (jnp.bfloat16, 2e-2)])
-def test_batch_norm_matches_flax_batch_norm(dtype, rtol):
+def test_batch_norm_matches_flax_batch_norm(dtype, rtol, kernels):
+  with cpu_kernels.enabled(kernels):
+    _check_batch_norm_matches_flax(dtype, rtol)
+
+
+def _check_batch_norm_matches_flax(dtype, rtol):
   x = (3.0 * jax.random.normal(jax.random.key(0), (6, 5, 4, 7)) + 1.0
        ).astype(dtype)
   weights = jnp.arange(7.0)
@@ -380,3 +397,54 @@ def test_make_norm_keeps_flax_batch_norm_for_named_axes():
   assert layers.make_norm(True, jnp.float32).func is layers.BatchNorm
   assert layers.make_norm(True, jnp.float32, axis_name='batch').func is (
       nn.BatchNorm)
+
+
+def test_configure_modes():
+  try:
+    assert cpu_kernels.configure('auto', 'cpu')
+    assert not cpu_kernels.configure('auto', 'tpu')
+    assert not cpu_kernels.configure('auto', 'gpu')
+    assert cpu_kernels.configure('on', 'tpu')
+    assert not cpu_kernels.configure('off', 'cpu')
+    with pytest.raises(ConfigError, match=r"^config.cpu_kernels='yes' is "
+                       r"not valid; valid: 'auto', 'on', 'off'$"):
+      cpu_kernels.configure('yes', 'cpu')
+  finally:
+    cpu_kernels.configure('on', 'cpu')  # the fixture restores the rest
+
+
+def _primitive_names(jaxpr):
+  names = set()
+  for eqn in jaxpr.eqns:
+    names.add(eqn.primitive.name)
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      names |= _primitive_names(sub)
+  return names
+
+
+def test_switched_off_the_layers_are_plain_lax_and_flax():
+  """Without the switch: one lax convolution, no custom_vjp, no
+  platform_dependent branch (cond), and forward mode works; with it, the
+  custom backward passes are there."""
+  conv = ops.Conv(8, (3, 3), name='conv')
+  norm = layers.BatchNorm(use_running_average=False)
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
+  v_conv = conv.init(jax.random.key(1), x)
+  v_norm = norm.init(jax.random.key(2), jnp.zeros((2, 6, 6, 8)))
+
+  def f(x):
+    y, _ = norm.apply(v_norm, conv.apply(v_conv, x), mutable=['batch_stats'])
+    return y
+
+  with cpu_kernels.enabled(False):
+    names = _primitive_names(jax.make_jaxpr(f)(x).jaxpr)
+    assert 'conv_general_dilated' in names
+    assert not {n for n in names if 'custom' in n or n == 'cond'}, names
+    dx = jax.random.normal(jax.random.key(3), x.shape)
+    _, tangent = jax.jvp(f, (x,), (dx,))
+    eps = 1e-2  # central difference; f is smooth, float32
+    want = (f(x + eps * dx) - f(x - eps * dx)) / (2 * eps)
+    chex.assert_trees_all_close(tangent, want, atol=2e-3, rtol=2e-3)
+  # A new function: JAX caches traces by function, not by the switch.
+  names = _primitive_names(jax.make_jaxpr(lambda x: f(x))(x).jaxpr)
+  assert 'custom_vjp_call' in names, names

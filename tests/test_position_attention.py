@@ -185,3 +185,30 @@ def test_bad_shapes_and_names_fail_in_one_line():
   with pytest.raises(ValueError, match="valid: 'blockwise', 'xla'"):
     NonLocalBlock(implementation='flash').init(jax.random.key(0),
                                                jnp.zeros((1, 4, 4, 8)))
+
+
+@pytest.mark.parametrize('lq,lk,blocks', [(63, 63, (None, None)),
+                                          (49, 20, (16, 8))])
+def test_forward_mode_matches_the_directional_derivative(lq, lk, blocks):
+  """jax.jvp (the custom_jvp's blockwise tangent, masked padded keys
+  included) equals d_out = p dv + (p * ds) v - rowsum(p * ds) out in
+  float64 NumPy, and jax.linearize's transpose equals jax.vjp."""
+  q, k, v, _ = _inputs((2, lq, 4), lk, 6, jnp.float32)
+  dq, dk, dv, _ = _inputs((2, lq, 4), lk, 6, jnp.float32, seed=1)
+  scale = 0.5
+  f = lambda q, k, v: blockwise_attention(q, k, v, scale, *blocks)
+  as32 = lambda *a: [jnp.asarray(x, jnp.float32) for x in a]
+  out, tangent = jax.jit(lambda p, t: jax.jvp(f, p, t))(
+      as32(q, k, v), as32(dq, dk, dv))
+  s = scale * q @ np.swapaxes(k, 1, 2)
+  p = np.exp(s - s.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  ds = scale * (dq @ np.swapaxes(k, 1, 2) + q @ np.swapaxes(dk, 1, 2))
+  want = p @ dv + (p * ds) @ v - (p * ds).sum(-1, keepdims=True) * (p @ v)
+  _close([out, tangent], [p @ v, want], 2e-5)
+  # Reverse mode is the transpose of this linear map.
+  _, lin = jax.linearize(f, *as32(q, k, v))
+  d_out = jax.random.normal(jax.random.key(0), out.shape)
+  by_transpose = jax.linear_transpose(lin, *as32(dq, dk, dv))(d_out)
+  by_vjp = jax.vjp(f, *as32(q, k, v))[1](d_out)
+  chex.assert_trees_all_close(by_transpose, by_vjp, atol=1e-5, rtol=1e-5)

@@ -8,7 +8,7 @@ import pytest
 from jax import lax
 
 import flax_attn
-from flax_attn import macs, ops, report
+from flax_attn import cpu_kernels, macs, ops, report
 from helpers import model_param_count
 
 
@@ -58,15 +58,15 @@ NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
 @pytest.mark.parametrize('x_shape, k_shape, strides, groups', [
-    ((2, 9, 9, 40), (3, 3, 40, 24), (2, 2), 1),   # _conv_nhwc (custom_vjp)
+    ((2, 9, 9, 40), (3, 3, 40, 24), (2, 2), 1),   # im2col kernel gradient
     ((2, 8, 8, 32), (3, 3, 1, 32), (1, 1), 32),   # depthwise: per-tap adds
     ((2, 8, 8, 64), (3, 3, 4, 64), (1, 1), 16),   # HGA-style groups of 4
     ((2, 8, 8, 20), (3, 3, 20, 3), (1, 1), 1),    # narrow output: matmul
     ((2, 8, 8, 2), (7, 7, 2, 1), (1, 1), 1),      # 2 -> 1 spatial mask
 ])
 def test_ops_convolutions_count_every_tap(x_shape, k_shape, strides, groups):
-  """flax_attn.ops' CPU paths (per-tap multiply-adds, matmul + shifted
-  adds, custom_vjp) count as the convolution they compute."""
+  """Convolutions count every tap, also while the CPU kernels (per-tap
+  multiply-adds, matmul + shifted adds, custom_vjp) are switched on."""
   pad = tuple((k // 2, k // 2) for k in k_shape[:2])
   conv = functools.partial(ops.conv_general_dilated, window_strides=strides,
                            padding=pad, dimension_numbers=NHWC,
@@ -75,11 +75,14 @@ def test_ops_convolutions_count_every_tap(x_shape, k_shape, strides, groups):
   kh, kw, cin_g, cout = k_shape
   ho, wo = -(-h // strides[0]), -(-w // strides[1])
   expected = n * ho * wo * cout * kh * kw * cin_g
-  counted = macs.count_macs(conv, *_abstract(x_shape, k_shape))
-  assert (counted.conv, counted.matmul) == (expected, 0)
-  # Also inside jit (a pjit call around the custom_vjp and cond).
-  loss = lambda x, k: jnp.sum(jax.jit(conv)(x, k))
-  assert macs.count_macs(loss, *_abstract(x_shape, k_shape)).total == expected
+  with cpu_kernels.enabled():
+    counted = macs.count_macs(conv, *_abstract(x_shape, k_shape))
+    assert (counted.conv, counted.matmul) == (expected, 0)
+    # Also inside jit (a pjit call around the convolution).
+    loss = lambda x, k: jnp.sum(jax.jit(conv)(x, k))
+    assert macs.count_macs(loss, *_abstract(x_shape, k_shape)).total == (
+        expected)
+    assert cpu_kernels.active()
 
 
 def test_attention_products_count_at_paper_widths():

@@ -1,7 +1,7 @@
 """Channel and spatial (position) attention module (CSM).
 
 Yang, Zhang, Yang, "Research on classification algorithms for attention
-mechanism" (seed 003).
+mechanism".
 
   F_1 = M_c(F_in) (x) F_in,  F_out = M_s(F_1) (x) F_1              (Eq. 1-2)
   channel:  F_avg = GAP(F_in)                                       (Eq. 3)
@@ -9,7 +9,7 @@ mechanism" (seed 003).
   position: B, C, D = 1x1 convs of A; S = softmax(B^T C) over
             positions (HW x HW); output D S                        (Eq. 5)
 
-Readings taken (SPEC.md, seed 003):
+Readings taken:
   * Channel attention: r = 16, hidden width floor(C / r), no biases (Eq. 4
     writes only W_1, W_2).
   * Position attention as DANet's position attention module (Fu et al. 2019),

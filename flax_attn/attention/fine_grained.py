@@ -1,11 +1,11 @@
 """Du & Ma's attention types for fine-grained classification: CA, SA, CSCA.
 
 Du, Ma, "Multi-Attention Mechanism Fusion for Fine-Grained Image
-Classification" (seed 004), Sec. 2.1: channel attention (CA), spatial
+Classification", Sec. 2.1: channel attention (CA), spatial
 attention (SA) and channel-spatial "confusion" attention (CSCA), each
 embedded in the residual units of ResNet-50 (CA-/SA-/CSCA-ResNet50).
 
-The paper gives no equations. Readings taken (SPEC.md, seed 004):
+The paper gives no equations. Readings taken:
   * CA is CBAM's channel attention (Woo et al. 2018, Eq. 2):
       Mc(F) = sigmoid(MLP(AvgPool(F)) + MLP(MaxPool(F))),  (N, 1, 1, C)
     shared MLP C -> C/r -> C with ReLU, r = 16, no biases; output Mc * F.

@@ -1,7 +1,7 @@
 """Hierarchical Global Attention (HGA).
 
 Cao, Gao, Choi, Duan, "Learning a Hierarchical Global Attention for Image
-Classification", Future Internet 12(11):178, 2020 (seed 001).
+Classification", Future Internet 12(11):178, 2020.
 
 Three parts, no biases anywhere (Sec. 4):
   MFE  [F1, F3, F5, F7] = [F_in (x) f_1, ..., F_in (x) f_7]      (Eq. 1)
@@ -13,7 +13,7 @@ Three parts, no biases anywhere (Sec. 4):
        F_out = F_in (.) F_attention, channel-wise                (Eq. 7)
   Param_HGA = (1 + 9 + 25 + 49) C + (11/2) C^2                   (Eq. 12)
 
-Readings taken (SPEC.md, seed 001):
+Readings taken:
   * Each MFE branch is a grouped k x k conv C -> C/4 with C/4 groups (4 input
     channels per output channel, k*k*C weights), so the concatenation has C
     channels. This is the only reading consistent with Eq. 4 (21C inputs to

@@ -1,7 +1,7 @@
 """Multi-grained attention (MGAN): MSA, MCA and their fusion MA.
 
 Wu & Tanprasert, "A Multi-Grained Attention Residual Network for Image
-Classification", ECTI-CIT 17(2), 2023 (seed 000).
+Classification", ECTI-CIT 17(2), 2023.
 
   MSA(I, K), Alg. 1 / Eq. 5:
     S = Conv2D(I, K)                      (depthwise K x K, W and b of Eq. 5)
@@ -17,7 +17,7 @@ Classification", ECTI-CIT 17(2), 2023 (seed 000).
   softmax) are the classifier head `HEADS['mgan']` in models/zoo/mgan.py.
 
 Two readings of how Alg. 3 feeds MCA (`channel_input`):
-  * 'branch' (default, SPEC.md round 1): F_i = MCA(S_i), the channel
+  * 'branch' (default, our first reading): F_i = MCA(S_i), the channel
     attention of Alg. 2 on each MSA output S_i = M_i * I, one shared MCA
     (one MLP, one Conv1x1); the text says the spatial attention output "is
     input to the channel attention unit in the MCA structure".
@@ -30,7 +30,7 @@ Two readings of how Alg. 3 feeds MCA (`channel_input`):
   `mlp_relu=False` drops the MLP's ReLU: Alg. 2 steps 3-4 write w1(w0(.))
   with none (CBAM, which Eq. 6 follows, has one; a parameter-free change).
 
-Other readings taken (SPEC.md, seed 000):
+Other readings taken:
   * MSA's first conv is depthwise K x K (C K^2 weights + C biases, Eq. 5
     writes W_i and b_i): a full C -> C conv would add millions of parameters
     at K = 7. "Conv2D(., 1)" in Alg. 1 step 5 is a 1 x 1 conv 2 -> 1

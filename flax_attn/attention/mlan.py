@@ -1,7 +1,7 @@
 """MLAN's attention modules: shared mask (SMA), SMAv2 and full mask (FMA).
 
 Wang, Qin, Zhang, Wei, Gao, "MLAN: Multi-Level Attention Network",
-IEEE Access 10, 2022 (seed 002), Sec. III-A and IV-A3/5.
+IEEE Access 10, 2022, Sec. III-A and IV-A3/5.
 
 Shared mask attention, SMA (Fig. 2):
   M_s^(i) = sigmoid(Conv^(i)(x)) in R^{1 x H x W},  i = 1..N       (Eq. 1)
@@ -12,7 +12,7 @@ act on that single channel.
 FMA (Sec. IV-A3, "full mask"): each convolution maps C -> C, so the averaged
 mask has the input's full C x H x W shape.
 
-Readings taken (SPEC.md, seed 002):
+Readings taken:
   * Conv^(i) is a 3x3 convolution C -> 1 with a bias (PyTorch's default);
     N = 3 (Sec. IV: "N = 3 for each attention generation"). The N parallel
     convolutions are computed as one C -> N convolution, which has exactly

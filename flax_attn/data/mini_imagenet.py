@@ -9,7 +9,7 @@ images.zip, and train.csv / val.csv / test.csv (header `filename,label`,
 rows `n0153282900000005.jpg,n01532829`) that split the CLASSES 64 / 16 / 20
 for few-shot learning.
 
-MGAN (Wu & Tanprasert 2023, seed 000, Sec. 4.1 and Tables 2-5) trains and
+MGAN (Wu & Tanprasert 2023, Sec. 4.1 and Tables 2-5) trains and
 tests a 100-way classifier on "60,000 colour images 84 x 84 pixels in size,
 divided into 100 categories with 600 samples in each category" and says
 nothing of how the images are split. The few-shot split cannot serve (its

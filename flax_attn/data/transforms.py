@@ -1,11 +1,12 @@
 """Image transforms in plain numpy and pillow (no TensorFlow, no JAX).
 
 The CIFAR recipe of the papers (He et al. 2016, Sec. 4.2; MLAN Sec. IV;
-HGA): pad 4 pixels on each side, take a random 32x32 crop, flip
-horizontally with probability 1/2, then normalise each channel with the
-training set's mean and std. The transforms here stop before the
+HGA Sec. 5.1 gives none): pad 4 pixels on each side, take a random 32x32
+crop, flip horizontally with probability 1/2, then normalise each channel
+with the training set's mean and std. The transforms here stop before the
 normalisation: they yield pixels (uint8 wherever the values stay whole)
-and the jitted step normalises them (device.py, `prepare_on_device`). Readings taken:
+and the jitted step normalises them (device.py, `prepare_on_device`).
+Readings taken:
   * padding is with zeros of the raw 0-255 image (black), as torchvision's
     `RandomCrop(32, padding=4)` before `Normalize`;
   * each image's crop offset (top, left) is uniform on {0, ..., 2 *

@@ -1,7 +1,8 @@
 """Models by name, as timm users expect them.
 
 A registered model is a tiny function that only builds keyword arguments
-(timm's habit). `create_model(name, num_classes=..., attn=..., **overrides)`
+(timm's habit); every name is registered in `models/zoo/`, with the
+builders of `models/builders.py`. `create_model(name, num_classes=..., attn=..., **overrides)`
 resolves the attention and head names, validates every override and returns
 the linen module.
 """
@@ -19,7 +20,7 @@ from flax_attn.attention import get_attention
 from flax_attn.errors import ConfigError
 from flax_attn.models.heads import HEADS
 from flax_attn.models.resnet import ResNet
-from flax_attn.registry import MODELS, register_model
+from flax_attn.registry import MODELS
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16,
            'float16': jnp.float16}
@@ -134,106 +135,6 @@ def extract_features(model: nn.Module, variables, images, train: bool = False,
     key = key[:-len('/__call__')] if key.endswith('/__call__') else key
     out.setdefault(key, value[0] if isinstance(value, tuple) else value)
   return out
-
-
-# --------------------------------------------------------------------------
-# Named models. Each returns the kwargs of its model class.
-# --------------------------------------------------------------------------
-
-_IMAGENET_DEPTHS = {
-    18: ('basic', (2, 2, 2, 2)),
-    34: ('basic', (3, 4, 6, 3)),
-    26: ('bottleneck', (2, 2, 2, 2)),
-    50: ('bottleneck', (3, 4, 6, 3)),
-    101: ('bottleneck', (3, 4, 23, 3)),
-    152: ('bottleneck', (3, 8, 36, 3)),
-}
-
-
-def imagenet_resnet(depth: int, **kw) -> Dict[str, Any]:
-  block, sizes = _IMAGENET_DEPTHS[depth]
-  return dict(stage_sizes=sizes, block=kw.pop('block', block), **kw)
-
-
-def cifar_resnet(depth: int, width: int = 16, block: str = 'basic',
-                 shortcut: str = 'A', **kw) -> Dict[str, Any]:
-  """He et al. 2016 Sec. 4.2 CIFAR ResNets: 3 stages of n blocks.
-
-  Basic blocks: depth = 6n + 2; bottlenecks: depth = 9n + 2. Widths
-  (width, 2 width, 4 width) after a 3x3 stem of `width` channels.
-  """
-  per_block = 2 if block in ('basic', 'res2net_basic') else 3
-  if (depth - 2) % (3 * per_block):
-    raise ConfigError(f'CIFAR ResNet depth {depth} is not '
-                      f'{3 * per_block}n+2 for {block} blocks')
-  n = (depth - 2) // (3 * per_block)
-  return dict(stage_sizes=(n, n, n), block=block, stem='small',
-              stem_width=width, stage_widths=(width, 2 * width, 4 * width),
-              stage_strides=(1, 2, 2), shortcut=shortcut, **kw)
-
-
-def _register_simple(name: str, fn: Callable[..., Dict[str, Any]]):
-  register_model(name)(fn)
-
-
-for _d in (18, 34, 50, 101, 152):
-  _register_simple(f'resnet{_d}', lambda _d=_d: imagenet_resnet(_d))
-_register_simple('resnet26', lambda: imagenet_resnet(26))
-
-for _d, _g, _w in ((50, 32, 4), (101, 32, 4), (101, 32, 8), (101, 64, 4)):
-  _register_simple(f'resnext{_d}_{_g}x{_w}d',
-                   lambda _d=_d, _g=_g, _w=_w: imagenet_resnet(
-                       _d, block_kwargs=dict(groups=_g, base_width=_w)))
-
-for _d in (50, 101):
-  _register_simple(f'wide_resnet{_d}_2',
-                   lambda _d=_d: imagenet_resnet(
-                       _d, block_kwargs=dict(base_width=128)))
-
-
-def res2net(depth: int, base_width: int = 26, scale: int = 4, **kw):
-  """Res2Net (Gao et al. 2021): bottlenecks for 50/101, basic for 18/34."""
-  if depth in (18, 34):
-    return imagenet_resnet(depth, block='res2net_basic',
-                           block_kwargs=dict(scale=scale), **kw)
-  return imagenet_resnet(depth, block='res2net_bottleneck',
-                         block_kwargs=dict(base_width=base_width,
-                                           scale=scale), **kw)
-
-
-for _d in (50, 101):
-  register_model(f'res2net{_d}_26w_4s')(
-      lambda base_width=26, scale=4, _d=_d: res2net(_d, base_width, scale))
-for _w, _s in ((26, 6), (26, 8), (48, 2), (14, 8)):
-  register_model(f'res2net50_{_w}w_{_s}s')(
-      lambda base_width=_w, scale=_s: res2net(50, base_width, scale))
-for _d in (18, 34):
-  register_model(f'res2net{_d}')(lambda scale=4, _d=_d: res2net(_d, scale=scale))
-
-# CIFAR ResNets (He 2016): resnet26 is timm's ImageNet model, so every CIFAR
-# depth is also registered as cifar_resnetN and 26 only under that name.
-_CIFAR_BASIC = (8, 14, 20, 26, 32, 44, 56, 110, 1202)
-for _d in _CIFAR_BASIC:
-  _fn = (lambda width=16, shortcut='A', _d=_d:
-         cifar_resnet(_d, width=width, shortcut=shortcut))
-  register_model(f'cifar_resnet{_d}')(_fn)
-  if f'resnet{_d}' not in MODELS:
-    register_model(f'resnet{_d}')(_fn)
-for _name in ('resnet164', 'cifar_resnet164'):
-  register_model(_name)(lambda width=16, shortcut='B': cifar_resnet(
-      164, width=width, block='bottleneck', shortcut=shortcut))
-
-
-@register_model('wrn28_10')
-def wrn28_10(widen_factor: float = 10.0):
-  """WRN-28-10 (Zagoruyko & Komodakis 2016) layout: 3 stages of 4 basic
-  blocks, widths 16k/32k/64k, projection shortcuts. Post-activation blocks
-  (this library's BasicBlock), so attention sits where it does in every
-  other backbone; the original WRN is pre-activation with dropout."""
-  # WRN depth counts 6n + 4 layers (n = 4 for 28), not the 6n + 2 of He 2016.
-  kw = cifar_resnet(26, width=16, shortcut='B')
-  kw['widen_factor'] = widen_factor
-  return kw
 
 
 def _plain(value):

@@ -51,7 +51,7 @@ class LinearHead(nn.Module):
 class FCNHead(nn.Module):
   """1x1 convolution to the classes, then global average pooling.
 
-  Du & Ma's "FCN-ResNet50" (seed 004): the pre-pool map is the class
+  Du & Ma's "FCN-ResNet50" (Sec. 2.1): the pre-pool map is the class
   activation map (CAM), N x H x W x K, returned as `features['cam']`.
   Because pooling and the 1x1 conv commute, its logits equal GAP + FC with
   the same weights; what changes is that the CAM comes for free.

@@ -1,6 +1,6 @@
 """A small Inception-style network: HGA's second placement (Fig. 2c, 2d).
 
-HGA (Cao et al. 2020, Sec. 4, seed 001) is shown on two designs: in a
+HGA (Cao et al. 2020, Sec. 4) is shown on two designs: in a
 ResBlock on the main path before the addition (Fig. 2b, the ResNets of
 flax_attn/models/resnet.py), and in an Inception block *after* the block
 (Fig. 2d): on the concatenation of all four branches, the 1x1 branch
@@ -23,7 +23,6 @@ network never imports a particular one.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -31,7 +30,8 @@ import jax.numpy as jnp
 
 from flax_attn.errors import ConfigError
 from flax_attn.models.heads import LinearHead, apply_head
-from flax_attn.models.layers import ModuleDef, make_conv, make_norm
+from flax_attn.models.layers import (ModuleDef, small_stem, start_backbone,
+                                     with_dtype)
 
 Factory = Optional[Callable[..., nn.Module]]
 
@@ -93,18 +93,10 @@ class InceptionNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_features: bool = False):
-    if x.ndim != 4:
-      raise ConfigError(f'expected images of shape (batch, height, width, '
-                        f'channels), got shape {tuple(x.shape)}')
-    conv = make_conv(self.dtype)
-    norm = make_norm(train, self.dtype, self.bn_momentum, self.bn_epsilon,
-                     self.bn_axis_name)
-    with_dtype = lambda f: None if f is None else functools.partial(
-        f, dtype=self.dtype)
-    attn, stage_attn = with_dtype(self.attn), with_dtype(self.stage_attn)
-    x = x.astype(self.dtype)
-    x = nn.relu(norm(name='bn_stem')(conv(self.stem_width, (3, 3),
-                                          name='conv_stem')(x)))
+    x, conv, norm = start_backbone(self, x, train)
+    attn = with_dtype(self.attn, self.dtype)
+    stage_attn = with_dtype(self.stage_attn, self.dtype)
+    x = small_stem(x, conv, norm, nn.relu, self.stem_width)
     features = {'stem': x}
     for i, blocks in enumerate(self.stage_blocks):
       if i:

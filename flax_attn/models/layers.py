@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 from jax import lax
 
+from flax_attn import ops
+from flax_attn.errors import ConfigError
 from flax_attn.ops import Conv
 
 ModuleDef = Any
@@ -23,7 +24,7 @@ def make_conv(dtype: Any) -> Callable[..., nn.Conv]:
   Flax's 'SAME' pads strided convolutions asymmetrically; PyTorch pads
   k // 2 on each side. Symmetric padding keeps outputs identical to the
   PyTorch models whose names (and weights) we share. The convolution is
-  `ops.Conv`: XLA's own, but for faster CPU paths.
+  `ops.Conv` (`nn.Conv`; the CPU kernels' while they are on).
   """
 
   def conv(features: int, kernel_size: Tuple[int, int] = (3, 3),
@@ -39,80 +40,16 @@ def make_conv(dtype: Any) -> Callable[..., nn.Conv]:
   return conv
 
 
-def batch_moments(xf, axes):
-  """Batch statistics over `axes`, two-pass: (first mean, correction, var).
-
-  The one-pass E[x^2] - E[x]^2 (nn.BatchNorm's default "fast variance")
-  cancels catastrophically when |mean| >> std: float32 activations of mean
-  1e3 and unit variance lose every digit of the variance. Here the first
-  pass takes the mean m; the second, over c = x - m, sums c and c^2 (the
-  corrected two-pass algorithm of Chan, Golub & LeVeque 1983): var =
-  mean(c^2) - mean(c)^2 and the centred activations (x - m) - mean(c) are
-  exact to float32 rounding even where m itself is rounded at 1e3's
-  precision (6e-5). The mean is m + correction. The second pass costs one
-  more read of the activations (benchmarks/bn_variance.py: a ResNet-20
-  train step of 64 images on 2 shared CPU cores, +3.5% and +3.7% in two
-  A/B runs).
-  """
-  first = jnp.mean(xf, axes)
-  centred = xf - first
-  correction = jnp.mean(centred, axes)
-  var = jnp.maximum(0.0, jnp.mean(centred * centred, axes)
-                    - correction * correction)
-  return first, correction, var
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _batch_norm_train(x, scale, bias, epsilon):
-  """Training-mode BatchNorm over all axes but the last: (y, mean, var).
-
-  Float32 statistics with a two-pass variance (`batch_moments`); the
-  backward pass is the closed form below, two passes over the activations
-  where autodiff of the forward takes four or five.
-  """
-  return _batch_norm_train_fwd(x, scale, bias, epsilon)[0]
-
-
-def _batch_norm_train_fwd(x, scale, bias, epsilon):
-  axes = tuple(range(x.ndim - 1))
-  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-  first, correction, var = batch_moments(xf, axes)
-  rstd = lax.rsqrt(var + epsilon)
-  y = ((xf - first) - correction) * (rstd * scale) + bias
-  return (y, first + correction, var), (x, first, correction, rstd, scale)
-
-
-def _batch_norm_train_bwd(epsilon, residuals, cotangents):
-  del epsilon
-  x, first, correction, rstd, scale = residuals
-  dy, dmean, dvar = cotangents
-  axes = tuple(range(x.ndim - 1))
-  count = x.size // x.shape[-1]
-  centred = (x.astype(first.dtype) - first) - correction
-  xhat = centred * rstd
-  dy = dy.astype(first.dtype)
-  dbias = jnp.sum(dy, axes)
-  dscale = jnp.sum(dy * xhat, axes)
-  # d/dx of the normalised output, plus the (normally zero) cotangents of
-  # the returned statistics, in one pass.
-  dx = (scale * rstd) * (dy - (dbias + xhat * dscale) / count)
-  dx = dx + (dmean + 2.0 * dvar * centred) / count
-  return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias
-
-
-_batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
-
-
 class BatchNorm(nn.Module):
-  """`nn.BatchNorm` over NHWC channels with a hand-written backward pass.
+  """`nn.BatchNorm` over NHWC channels, statistics by `ops.batch_moments`.
 
   Same variables (params 'scale', 'bias'; batch_stats 'mean', 'var'), same
   defaults and, to float32 rounding, the same numbers as
-  `nn.BatchNorm(axis=-1, use_fast_variance=False)` (both two-pass); only the
-  training-mode gradient is computed differently (`_batch_norm_train`), in
-  fewer passes over memory. Statistics of a batch sharded by `jit` are global
-  (XLA inserts the reductions); for `pmap` / `shard_map` axis names,
-  `make_norm` uses `nn.BatchNorm` itself.
+  `nn.BatchNorm(axis=-1, use_fast_variance=False)` (both two-pass); the
+  training-mode arithmetic is `ops.batch_norm_train` (a closed-form
+  backward pass while the CPU kernels are on). Statistics of a batch
+  sharded by `jit` are global (XLA inserts the reductions); for `pmap` /
+  `shard_map` axis names, `make_norm` uses `nn.BatchNorm` itself.
   """
   use_running_average: Optional[bool] = None
   momentum: float = 0.99
@@ -137,7 +74,7 @@ class BatchNorm(nn.Module):
       mul = lax.rsqrt(ra_var.value + self.epsilon) * scale
       y = (x - ra_mean.value) * mul + bias
     else:
-      y, mean, var = _batch_norm_train(x, scale, bias, self.epsilon)
+      y, mean, var = ops.batch_norm_train(x, scale, bias, self.epsilon)
       if not self.is_initializing():
         ra_mean.value = (self.momentum * ra_mean.value
                          + (1 - self.momentum) * mean)
@@ -150,9 +87,9 @@ def make_norm(train: bool, dtype: Any, momentum: float = 0.9,
               epsilon: float = 1e-5, axis_name=None) -> Callable[..., nn.Module]:
   """BatchNorm factory; PyTorch's defaults (momentum 0.1 == flax 0.9).
 
-  `BatchNorm` above (nn.BatchNorm's variables and numbers, a cheaper
-  backward pass); `nn.BatchNorm` when statistics are averaged over a named
-  mapped axis. Both compute a two-pass variance (`batch_moments`;
+  `BatchNorm` above (nn.BatchNorm's variables and numbers); `nn.BatchNorm`
+  when statistics are averaged over a named mapped axis. Both compute a
+  two-pass variance (`ops.batch_moments`;
   `use_fast_variance=False`); attention modules' own nn.BatchNorm do too.
   """
   if axis_name is not None:
@@ -165,3 +102,27 @@ def make_norm(train: bool, dtype: Any, momentum: float = 0.9,
 
 def global_avg_pool(x: jnp.ndarray) -> jnp.ndarray:
   return jnp.mean(x, axis=(1, 2))
+
+
+def start_backbone(backbone: nn.Module, x, train: bool):
+  """How every backbone starts: images checked to be NHWC, cast to the
+  backbone's dtype, and its conv and norm factories (`make_conv`,
+  `make_norm` from its dtype and bn_* fields). Returns (x, conv, norm)."""
+  if x.ndim != 4:
+    raise ConfigError(f'expected images of shape (batch, height, width, '
+                     f'channels), got shape {tuple(x.shape)}')
+  conv = make_conv(backbone.dtype)
+  norm = make_norm(train, backbone.dtype, backbone.bn_momentum,
+                   backbone.bn_epsilon, backbone.bn_axis_name)
+  return x.astype(backbone.dtype), conv, norm
+
+
+def small_stem(x, conv, norm, act, width: int):
+  """The CIFAR-sized stem: a 3x3 stride-1 conv ('conv_stem'), its norm
+  ('bn_stem') and act. Called from a backbone's compact `__call__`."""
+  return act(norm(name='bn_stem')(conv(width, (3, 3), name='conv_stem')(x)))
+
+
+def with_dtype(factory: Optional[Callable[..., nn.Module]], dtype: Any):
+  """An attention factory computing in `dtype` (None stays None)."""
+  return None if factory is None else functools.partial(factory, dtype=dtype)

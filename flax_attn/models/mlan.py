@@ -1,7 +1,7 @@
 """MLAN, the multi-level attention network (a model family of its own).
 
 Wang, Qin, Zhang, Wei, Gao, "MLAN: Multi-Level Attention Network",
-IEEE Access 10, 2022 (seed 002), Sec. III and Fig. 1-3.
+IEEE Access 10, 2022, Sec. III and Fig. 1-3.
 
 Levels (Sec. IV-A): a layer is one 3x3 convolution of a basic block, a block
 is a basic block, a group is a stage. Attention is built bottom-up:
@@ -16,7 +16,7 @@ and fused with the backbone output x_O and the residual x_R of its level:
   weighted plus  w1 x_O + w2 x_A + w3 x_R,                       (Eq. 11)
                  w = sigmoid(Linear(AvgPool(Cat(x_O, x_A, x_R)))).
 
-Readings taken (SPEC.md gives the levels, residuals and fusions; where the
+Readings taken (the text gives the levels, residuals and fusions; where the
 paper leaves the wiring open, its parameter Tables 4-6, 9, 12, 13 decide):
   * Layer attention is a side branch: the backbone runs unchanged
     (conv-BN-ReLU-conv-BN) and each layer's output (after its norm, and
@@ -40,7 +40,7 @@ paper leaves the wiring open, its parameter Tables 4-6, 9, 12, 13 decide):
     within 7% (SMA within 2%; see tests/test_mlan.py); SMAv2's totals, which
     carry almost no attention parameters, need the 4 C^2 per normal block
     of the two projections.
-  * `aggregation='mean'` is SPEC.md's reading: the mask multiplies the mean
+  * `aggregation='mean'` is our first reading: the mask multiplies the mean
     of the p (or q) attentions, a parameter-free C-channel result. It is the
     same structure with fewer parameters: against Table 4 (ResNet14..32)
     -12% to -17%, or 0% / -8% / -11% / -13% with `attend_first_block=True`
@@ -48,7 +48,7 @@ paper leaves the wiring open, its parameter Tables 4-6, 9, 12, 13 decide):
     not the default.
   * Residuals: block residual = block input (identity inside a group);
     group residual = the group's input, projected by a 1x1 conv + BN with the
-    group's stride when the shape changes (SPEC.md).
+    group's stride when the shape changes (our reading).
   * Every fusion is followed by the activation, as the residual addition of
     a basic block is; the concatenation / 1x1 fusion convolutions have no
     bias and no norm (Eq. 9-10 have none). The weighted-plus weights are
@@ -96,7 +96,7 @@ import jax.numpy as jnp
 from flax_attn.attention import get_attention
 from flax_attn.errors import ConfigError
 from flax_attn.models.heads import LinearHead, apply_head
-from flax_attn.models.layers import ModuleDef, make_conv, make_norm
+from flax_attn.models.layers import ModuleDef, small_stem, start_backbone
 from flax_attn.models.resnet import BasicBlock, Shortcut
 
 Factory = Optional[Callable[..., nn.Module]]
@@ -288,10 +288,7 @@ class MLAN(nn.Module):
   bn_epsilon: float = 1e-5
   bn_axis_name: Optional[str] = None
 
-  def _check(self, x):
-    if x.ndim != 4:
-      raise ConfigError(f'expected images of shape (batch, height, width, '
-                        f'channels), got shape {tuple(x.shape)}')
+  def _check(self):
     if self.attn is None:
       raise ConfigError('MLAN needs an attention type for its levels, got '
                         'None; use cifar_resnetN for the plain backbone')
@@ -325,18 +322,14 @@ class MLAN(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_features: bool = False):
-    self._check(x)
-    conv = make_conv(self.dtype)
-    norm = make_norm(train, self.dtype, self.bn_momentum, self.bn_epsilon,
-                     self.bn_axis_name)
+    self._check()
+    x, conv, norm = start_backbone(self, x, train)
     layer_attn = self._level_attn(None, None)
     block_attn = self._level_attn(self.block_attn, self.block_attn_kwargs)
     group_attn = self._level_attn(self.group_attn, self.group_attn_kwargs)
     features: Dict[str, Any] = {}
 
-    x = x.astype(self.dtype)
-    x = conv(self.stem_width, (3, 3), name='conv_stem')(x)
-    x = self.act(norm(name='bn_stem')(x))
+    x = small_stem(x, conv, norm, self.act, self.stem_width)
     features['stem'] = x
 
     for i, num_blocks in enumerate(self.stage_sizes):

@@ -13,7 +13,6 @@ The classifier head is a factory too (`head`, GAP + FC by default).
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
@@ -22,7 +21,8 @@ import jax.numpy as jnp
 
 from flax_attn.errors import ConfigError
 from flax_attn.models.heads import LinearHead, apply_head
-from flax_attn.models.layers import ModuleDef, make_conv, make_norm
+from flax_attn.models.layers import (ModuleDef, small_stem, start_backbone,
+                                     with_dtype)
 
 Factory = Optional[Callable[..., nn.Module]]
 
@@ -331,9 +331,6 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_features: bool = False):
-    if x.ndim != 4:
-      raise ConfigError(f'expected images of shape (batch, height, width, '
-                        f'channels), got shape {tuple(x.shape)}')
     self._check_options()
     if len(self.stage_widths) < len(self.stage_sizes) or len(
         self.stage_strides) < len(self.stage_sizes):
@@ -346,23 +343,19 @@ class ResNet(nn.Module):
                         f'stage_attn_after {tuple(self.stage_attn_after)}, got '
                         f'{len(self.stage_attn_per_stage)}')
     block_cls = BLOCKS[self.block]
-    conv = make_conv(self.dtype)
-    norm = make_norm(train, self.dtype, self.bn_momentum, self.bn_epsilon,
-                     self.bn_axis_name)
-    attn = self._with_dtype(self.attn)
-    stage_attn = self._with_dtype(self.stage_attn)
+    x, conv, norm = start_backbone(self, x, train)
+    attn = with_dtype(self.attn, self.dtype)
+    stage_attn = with_dtype(self.stage_attn, self.dtype)
     features = {}
     shortcut = 'D' if self.avg_down else self.shortcut
 
-    x = x.astype(self.dtype)
     if self.stem == 'imagenet':
       x = self._imagenet_stem(x, conv, norm)
       features['stem'] = x
       if self.stem_pool == 'max':
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
-      x = conv(self.stem_width, (3, 3), name='conv_stem')(x)
-      x = self.act(norm(name='bn_stem')(x))
+      x = small_stem(x, conv, norm, self.act, self.stem_width)
       features['stem'] = x
 
     for i, num_blocks in enumerate(self.stage_sizes):
@@ -422,8 +415,3 @@ class ResNet(nn.Module):
       x = self.act(norm(name=f'bn_stem{i + 1}')(x))
     x = conv(2 * self.stem_width, (3, 3), last_strides, name='conv_stem')(x)
     return self.act(norm(name='bn_stem')(x))
-
-  def _with_dtype(self, factory: Factory) -> Factory:
-    if factory is None:
-      return None
-    return functools.partial(factory, dtype=self.dtype)

@@ -20,7 +20,6 @@ Attention plugs in as in the ResNets, never by import of a particular module:
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
@@ -29,7 +28,7 @@ import numpy as np
 
 from flax_attn.errors import ConfigError
 from flax_attn.models.heads import HEADS, LinearHead, apply_head
-from flax_attn.models.layers import make_norm
+from flax_attn.models.layers import start_backbone, with_dtype
 from flax_attn.ops import Conv
 
 Factory = Optional[Callable[..., nn.Module]]
@@ -120,19 +119,14 @@ class VGG(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_features: bool = False):
-    if x.ndim != 4:
-      raise ConfigError(f'expected images of shape (batch, height, width, '
-                        f'channels), got shape {tuple(x.shape)}')
     if len(self.stage_widths) < len(self.stage_sizes):
       raise ConfigError(f'stage_widths {tuple(self.stage_widths)} need one '
-                        f'entry per stage of {tuple(self.stage_sizes)}')
-    norm = make_norm(train, self.dtype, self.bn_momentum, self.bn_epsilon,
-                     self.bn_axis_name)
-    with_dtype = lambda f: None if f is None else functools.partial(
-        f, dtype=self.dtype)
-    attn, stage_attn = with_dtype(self.attn), with_dtype(self.stage_attn)
+                       f'entry per stage of {tuple(self.stage_sizes)}')
+    # VGG's convs have biases and torchvision's init: its own, not `conv`.
+    x, _, norm = start_backbone(self, x, train)
+    attn = with_dtype(self.attn, self.dtype)
+    stage_attn = with_dtype(self.stage_attn, self.dtype)
     features = {}
-    x = x.astype(self.dtype)
     for i, num_convs in enumerate(self.stage_sizes):
       stage = f'stage{i + 1}'
       for j in range(num_convs):

@@ -23,6 +23,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from flax_attn import cpu_kernels
 from flax_attn import data as data_lib
 from flax_attn.data import DatasetNotFoundError
 from flax_attn.data.specs import DatasetSpec
@@ -90,9 +91,11 @@ def build_experiment(config: ml_collections.ConfigDict, *,
   mesh = create_mesh(config, devices)
   validate_config(config, mesh.size)
   spec = data_lib.get_dataset_spec(config.dataset)
-  # CPU kernels: the one place training and evaluation switch them on for
-  # the mesh's platform (config.cpu_kernels) belongs here, before the model
-  # is built and any step is traced.
+  # The one place training and evaluation switch flax_attn's CPU kernels
+  # (config.cpu_kernels; 'auto': on for CPU meshes only), before the model
+  # is built and any step is traced: a TPU or GPU mesh gets plain XLA.
+  cpu_kernels.configure(config.get('cpu_kernels', 'auto'),
+                        mesh.devices.flat[0].platform)
   model = model_from_config(config, spec.num_classes)
   if train_examples is None:
     try:

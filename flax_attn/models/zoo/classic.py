@@ -1,5 +1,5 @@
 """SE, CBAM and ECA on the ImageNet ResNets: timm's names where timm has them."""
-from flax_attn.models.factory import imagenet_resnet
+from flax_attn.models.builders import imagenet_resnet
 from flax_attn.registry import register_model
 
 _ATTN_BACKBONES = {

@@ -41,7 +41,7 @@ import flax.linen as nn
 
 from flax_attn.attention.non_local import NonLocalBlock
 from flax_attn.attention.selective_kernel import SelectiveKernelConv
-from flax_attn.models.factory import imagenet_resnet
+from flax_attn.models.builders import imagenet_resnet
 from flax_attn.models.resnet import BLOCKS, BasicBlock, Bottleneck
 from flax_attn.registry import ATTENTION, register_model
 

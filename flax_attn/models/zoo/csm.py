@@ -1,4 +1,4 @@
-"""CSM networks (Yang, Zhang, Yang, seed 003): CSM in every residual block.
+"""CSM networks (Yang, Zhang, Yang): CSM in every residual block.
 
 Tables II and III: ResNet-18/34/50 and WideResNet-18 (widen 1.5: the
 ResNet-18 layout with stage widths 96/192/384/768, stem 64). Where position
@@ -8,7 +8,7 @@ by default every block gets it. CAM / SAM / spatial-first (Table I,
 Sec. III-B) are `attn_kwargs=dict(mode=...)`. For 32 x 32 images pass
 `stem='small'`.
 """
-from flax_attn.models.factory import imagenet_resnet
+from flax_attn.models.builders import imagenet_resnet
 from flax_attn.registry import register_model
 
 for _depth in (18, 34, 50):

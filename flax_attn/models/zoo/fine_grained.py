@@ -1,4 +1,4 @@
-"""Du & Ma's fine-grained ResNet-50s (seed 004, Sec. 2.1, Table 1).
+"""Du & Ma's fine-grained ResNet-50s (Sec. 2.1, Table 1).
 
   fcn_resnet50   ResNet-50 whose GAP + FC classifier is the FCN head
                  (1x1 conv to the classes, then GAP; the map is the CAM)
@@ -17,7 +17,7 @@ The paper starts from torchvision's ImageNet ResNet-50 weights; the configs
 configs/csca_resnet50_{cub,dogs,cars}.py name that checkpoint
 (`pretrained_path`).
 """
-from flax_attn.models.factory import imagenet_resnet
+from flax_attn.models.builders import imagenet_resnet
 from flax_attn.registry import register_model
 
 

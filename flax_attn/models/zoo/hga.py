@@ -1,4 +1,4 @@
-"""HGA networks (Cao et al. 2020, seed 001): HGA(c, 32, c) in every block.
+"""HGA networks (Cao et al. 2020): HGA(c, 32, c) in every block.
 
 ImageNet models follow Table 1 / Table 2 (ResNet-50/101/152, ResNeXt-50/101
 32x4d); CIFAR models follow Table 4 (He et al.'s ResNet-110 with basic blocks
@@ -8,7 +8,7 @@ switches are `attn_kwargs`, e.g.
 Fig. 2d's Inception placement: `hga_inception_tiny` (and `inception_tiny`
 without HGA), a small CIFAR-sized example.
 """
-from flax_attn.models.factory import cifar_resnet, imagenet_resnet
+from flax_attn.models.builders import cifar_resnet, imagenet_resnet
 from flax_attn.registry import register_model
 
 for _depth in (50, 101, 152):

@@ -1,4 +1,4 @@
-"""MGAN networks and classifier head (Wu & Tanprasert 2023, seed 000).
+"""MGAN networks and classifier head (Wu & Tanprasert 2023).
 
 Named models: `mgan_resnet18/34/50/101` and `mgan_res2net18/34/50/101`
 (Table 1; Res2Net-50/101 are res2net50_26w_4s-style, Res2Net-18/34 use the
@@ -17,7 +17,7 @@ The head `HEADS['mgan']` is Alg. 3 steps 9-12, optional (`head='mgan'`).
 Readings (`MGAN_READINGS`, `create_model('mgan_resnet18', reading=...)`;
 attention/mgan.py says what each option means):
   'branch'            MCA on each MSA output, K = (3, 5, 7) after every
-                      stage, 1x1 conv 3C -> C (default, SPEC.md round 1)
+                      stage, 1x1 conv 3C -> C (default, our first reading)
   'input'             Alg. 3 step 4 literally: Cw and Conv1x1 once, from I
   'input_linear'      'input' with Alg. 2 step 3's w1(w0(.)) (no ReLU)
   'branch_per_stage'  Table 1 read as one kernel per stage: K = 3 after
@@ -56,7 +56,7 @@ import jax.numpy as jnp
 
 from flax_attn.attention.mgan import MultiGrainedFeatures
 from flax_attn.errors import ConfigError
-from flax_attn.models.factory import imagenet_resnet, res2net
+from flax_attn.models.builders import imagenet_resnet, res2net
 from flax_attn.models.heads import HEADS
 from flax_attn.ops import Conv
 from flax_attn.registry import register_model

@@ -1,4 +1,4 @@
-"""MLAN named models (Wang, Qin et al. 2022, seed 002): mlan_resnet14..32.
+"""MLAN named models (Wang, Qin et al. 2022): mlan_resnet14..32.
 
 CIFAR ResNets of 3 groups of n = (depth - 2) / 6 basic blocks (Table 1):
 widths (8, 16, 32) for CIFAR-10 by default, `width=16` gives Table 8's

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from flax_attn.models.factory import imagenet_resnet
+from flax_attn.models.builders import imagenet_resnet
 from flax_attn.models.resnet import BLOCKS, Bottleneck
 from flax_attn.registry import register_model
 
