@@ -257,3 +257,35 @@ def test_two_processes_on_a_bucket_stop_together_on_one_hosts_failure(
             in err), f'process {process}:\n{err[-3000:]}'
   assert [r['step'] for r in records.read_records(work, 'metrics')] == [
       6, 12, 18, 24, 24]
+
+
+def test_tfds_dataset_in_a_bucket_reads_as_on_disk(gcs_emulator, tmp_path):
+  """data_dir=gs://...: tfds finds the prepared dataset through etils epath
+  and grain reads its array_record files through array_record's own
+  Cloud Storage client; the batches equal those of the same files on disk."""
+  from test_datasets import _write_mini_imagenet  # pylint: disable=g-import-not-at-top
+  from flax_attn import data  # pylint: disable=g-import-not-at-top
+  from flax_attn.data import prepare  # pylint: disable=g-import-not-at-top
+  import tiny_config  # pylint: disable=g-import-not-at-top
+  del gcs_emulator
+  manual, local = str(tmp_path / 'manual'), str(tmp_path / 'data')
+  _write_mini_imagenet(manual)
+  prepare.prepare('mini_imagenet', data_dir=local, manual_dir=manual)
+  remote = f'gs://{emu.BUCKET}/{uuid.uuid4().hex[:10]}/tensorflow_datasets'
+  for rel, full in storage.walk_files(local):
+    with open(full, 'rb') as f:
+      storage.write_atomic(storage.join(remote, rel), f.read())
+
+  def batches(data_dir):
+    config = tiny_config.get_config()
+    config.dataset, config.image_size, config.batch_size = (
+        'mini_imagenet', 84, 8)
+    config.data_dir = data_dir
+    config.augment.crop_padding, config.augment.flip = 8, True
+    train = next(data.create_train_iterator(config, seed=0))
+    evaluation = list(data.create_eval_iterator(config, batch_size=3))
+    return data.num_examples(config, 'train'), train, evaluation
+
+  on_disk, in_bucket = batches(local), batches(remote)
+  assert in_bucket[0] == on_disk[0] == 20
+  chex.assert_trees_all_equal(in_bucket[1:], on_disk[1:])
