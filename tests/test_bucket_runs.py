@@ -289,3 +289,30 @@ def test_tfds_dataset_in_a_bucket_reads_as_on_disk(gcs_emulator, tmp_path):
   on_disk, in_bucket = batches(local), batches(remote)
   assert in_bucket[0] == on_disk[0] == 20
   chex.assert_trees_all_equal(in_bucket[1:], on_disk[1:])
+
+
+def test_bucket_errors_are_named_in_one_line():
+  from google.api_core import exceptions  # pylint: disable=g-import-not-at-top
+  from gcsfs.retry import HttpError  # pylint: disable=g-import-not-at-top
+  from flax_attn.training import disk_fault  # pylint: disable=g-import-not-at-top
+
+  def wrapped(error):  # as orbax / TensorStore re-raise it
+    try:
+      try:
+        raise error
+      except Exception as e:  # pylint: disable=broad-except
+        raise RuntimeError('save failed') from e
+    except RuntimeError as outer:
+      return outer
+
+  assert disk_fault(wrapped(exceptions.Forbidden('no access'))) == (
+      'permission denied by the bucket (403)')
+  assert disk_fault(exceptions.TooManyRequests('slow down')) == (
+      'the bucket is throttling requests (429)')
+  assert disk_fault(wrapped(HttpError({'code': 503, 'message': 'x'}))) == (
+      'a bucket error (503)')
+  assert disk_fault(ValueError('PERMISSION_DENIED: caller does not have '
+                               'storage.objects.create access')) == (
+      'permission denied by the bucket (403)')
+  assert disk_fault(exceptions.NotFound('no such object')) is None
+  assert disk_fault(ValueError('shapes differ')) is None
