@@ -242,10 +242,10 @@ def config_from_workdir(workdir: str):
   """The config a workdir was trained with (WORKDIR/config.json, written by
   train.py), for eval.py without --config."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir or '', 'config.json')
+  from flax_attn import storage  # pylint: disable=g-import-not-at-top
+  path = storage.join(workdir or '', 'config.json')
   try:
-    with open(path) as f:
-      values = json.load(f)
+    values = json.loads(storage.read_text(path))
   except OSError:
     raise ConfigError(f'no --config given and no {path} to read it from; '
                       'pass --config configs/<experiment>.py') from None

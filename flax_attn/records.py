@@ -60,12 +60,14 @@ class RecordWriter:
     self._file = None
     if not self.remote:
       storage.makedirs(workdir)
-      self._file = open(storage.join(workdir, f'{name}.jsonl'), 'a')
 
   def write(self, row: Dict[str, Any]) -> None:
     if 'step' not in row:
       raise ValueError(f'a {self.name} record needs a "step": {row}')
-    if self._file is not None:
+    if not self.remote:
+      if self._file is None:  # created by the first row, as before
+        self._file = open(storage.join(self.workdir, f'{self.name}.jsonl'),
+                          'a')
       self._file.write(json.dumps(row) + '\n')
       self._file.flush()
       return
@@ -75,8 +77,9 @@ class RecordWriter:
 
   def flush(self) -> None:
     """Writes the buffered rows as one object (bucket); nothing if empty."""
-    if self._file is not None:
-      self._file.flush()
+    if not self.remote:
+      if self._file is not None:
+        self._file.flush()
       return
     if not self._buffer:
       return

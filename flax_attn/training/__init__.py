@@ -50,20 +50,22 @@ from flax_attn.training.state import (DTYPES, OPTIMIZERS, SCHEDULES,
                                       eval_batch_size, validate_config, warn)
 from flax_attn.training.steps import (cross_entropy, eval_step, model_input,
                                       train_step)
-from flax_attn.training.workdir import (disk_fault, locked_workdir,
-                                        prepare_workdir, raise_everywhere,
-                                        write_config)
+from flax_attn.training.workdir import (HostFailureError, agree, disk_fault,
+                                        locked_workdir, prepare_workdir,
+                                        raise_everywhere, write_config)
 
 __all__ = [
-    'all_finite', 'build_experiment', 'check_checkpoint_fits', 'check_guard',
+    'agree', 'all_finite', 'build_experiment', 'check_checkpoint_fits',
+    'check_guard',
     'checkpoint_config', 'CheckpointWriter', 'create_checkpoint_manager',
     'create_learning_rate_fn', 'create_mesh', 'create_optimizer',
     'create_train_state', 'cross_entropy', 'decode_iterator_state',
     'disk_fault', 'DTYPES', 'EMPTY', 'encode_iterator_state',
     'eval_batch_size', 'eval_step', 'evaluate', 'Experiment',
     'FINE_GRAINED_DATASETS', 'global_batch', 'GUARD_WARMUP', 'GUARD_WINDOW',
-    'guarded_train_step', 'init_guard', 'jit_eval_step', 'jit_train_step',
-    'load_pretrained', 'locked_workdir', 'MetricWriter', 'model_input',
+    'guarded_train_step', 'HostFailureError', 'init_guard', 'jit_eval_step',
+    'jit_train_step', 'load_pretrained', 'locked_workdir', 'MetricWriter',
+    'model_input',
     'no_pretrained_warning', 'OPTIMIZERS', 'Preempted', 'prepare_workdir',
     'progress_bar', 'raise_everywhere', 'restore_checkpoint', 'restore_intact',
     'restore_state', 'restored_guard', 'run_evaluation', 'save_checkpoint',

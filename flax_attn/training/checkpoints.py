@@ -24,7 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from flax_attn import integrity
+from flax_attn import integrity, storage
 from flax_attn.errors import (CheckpointError, CheckpointMismatchError,
                               DivergenceError, UserError, WorkdirWriteError)
 from flax_attn.training.guard import GUARD_WINDOW, init_guard
@@ -105,8 +105,12 @@ def create_checkpoint_manager(workdir: str, config, create: bool = True
   del config  # rotation is CheckpointWriter's
   options = ocp.CheckpointManagerOptions(
       max_to_keep=None, create=create, cleanup_tmp_directories=create)
+  # A gs:// URL as it is (abspath would make it a local path); orbax and
+  # TensorStore write buckets natively.
+  directory = (storage.join(workdir, 'checkpoints') if storage.is_remote(
+      workdir) else os.path.join(os.path.abspath(workdir), 'checkpoints'))
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options,
+      directory, options=options,
       item_handlers={'state': state_handler(),
                      'data': ocp.JsonCheckpointHandler(),
                      'config': ocp.JsonCheckpointHandler()})
@@ -188,7 +192,7 @@ def restore_intact(manager, workdir: str, state: TrainState, model_name: str,
     steps = [only_step]
   bad = []
   for step in steps:
-    step_dir = os.path.join(str(manager.directory), str(step))
+    step_dir = storage.join(str(manager.directory), str(step))
     status = integrity.verify(step_dir)
     if status == integrity.UNVERIFIED:
       warn(f'checkpoint {step_dir} has no checksums (saved before they '
@@ -222,10 +226,13 @@ def restore_intact(manager, workdir: str, state: TrainState, model_name: str,
     if set_aside and jax.process_index() == 0:
       try:
         dest = integrity.quarantine(step_dir, workdir)
-      except OSError as e:
+      except Exception as e:  # pylint: disable=broad-except
+        fault = disk_fault(e)
+        if fault is None and not isinstance(e, OSError):
+          raise
         raise WorkdirWriteError(
             f'checkpoint {step_dir} is corrupt ({status}) and cannot be moved '
-            f'aside: {disk_fault(e) or e.strerror}') from None
+            f'aside: {fault or e}') from None
       warn(f'checkpoint {step_dir} is corrupt ({status}); moved to {dest}, '
            'falling back to an older one')
     else:
@@ -233,7 +240,8 @@ def restore_intact(manager, workdir: str, state: TrainState, model_name: str,
   if set_aside and bad:
     manager.reload()
   if bad:
-    where = (f'; they were moved to {os.path.join(workdir, "checkpoints_corrupt")}'
+    where = (f'; they were moved to '
+             f'{storage.join(workdir, "checkpoints_corrupt")}'
              if set_aside else '')
     raise CheckpointError(
         f'no intact checkpoint in {manager.directory}: all {len(bad)} are '
@@ -264,7 +272,7 @@ class CheckpointWriter:
     self.is_main = is_main
     self.last_saved: Optional[int] = manager.latest_step()
     self._pending: Optional[Tuple[int, bool]] = None
-    self._good_path = os.path.join(workdir, 'last_good.json')
+    self._good_path = storage.join(workdir, 'last_good.json')
     self._good = self._read_good()
     # Whether the latest evaluation was healthy, kept across restarts: a
     # resumed run's first save must not become "last good" after a bad eval.
@@ -272,8 +280,8 @@ class CheckpointWriter:
 
   def _read_good(self) -> Dict[str, Any]:
     try:
-      with open(self._good_path) as f:
-        return json.load(f)
+      good = json.loads(storage.read_text(self._good_path))
+      return good if isinstance(good, dict) else {}
     except (OSError, ValueError):
       return {}
 
@@ -323,7 +331,7 @@ class CheckpointWriter:
     if self.is_main:
       try:
         with self._disk_errors(step):
-          integrity.write_manifest(os.path.join(self.manager.directory,
+          integrity.write_manifest(storage.join(str(self.manager.directory),
                                                 str(step)))
         if healthy:
           self._good['step'] = step
@@ -339,11 +347,8 @@ class CheckpointWriter:
       self._rotate()  # every process: orbax's delete is a collective
 
   def _write_good(self) -> None:
-    tmp = self._good_path + '.tmp'
     with self._disk_errors(None):
-      with open(tmp, 'w') as f:
-        json.dump(self._good, f)
-      os.replace(tmp, self._good_path)
+      storage.write_atomic(self._good_path, json.dumps(self._good))
 
   def _rotate(self) -> None:
     steps = sorted(self.manager.all_steps())

@@ -3,7 +3,6 @@ workdir's checkpoint that eval.py and flax_attn.visualize build on."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -11,6 +10,7 @@ import jax
 import ml_collections
 
 from flax_attn import data as data_lib
+from flax_attn import records, storage
 from flax_attn.errors import CheckpointError, WorkdirWriteError
 from flax_attn.training.checkpoints import (create_checkpoint_manager,
                                             restore_intact)
@@ -52,7 +52,8 @@ def restore_state(config: ml_collections.ConfigDict, workdir: str,
   """
   manager = create_checkpoint_manager(workdir, config, create=False)
   try:
-    steps = manager.all_steps() if os.path.isdir(manager.directory) else []
+    steps = (manager.all_steps() if storage.isdir(str(manager.directory))
+             else [])
     if not steps:
       raise CheckpointError(f'no checkpoint in {manager.directory}; train '
                             'first with: python train.py --config ... '
@@ -74,7 +75,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
              step: Optional[int] = None) -> Dict[str, Any]:
   """Restores the newest intact (or the given) checkpoint of `workdir`,
   evaluates the whole eval split, writes `workdir/eval.json` (the latest
-  evaluation) and appends it to `workdir/evals.jsonl` (all of them)."""
+  evaluation) and adds it to the records `workdir/evals` (all of them:
+  evals.jsonl locally, objects under evals/ on a bucket; flax_attn.records,
+  adding only, as eval.py may run beside training)."""
   exp, state, step = restore_state(config, workdir, step)
   with jax.set_mesh(exp.mesh):
     result = run_evaluation(config, state, jit_eval_step(exp),
@@ -84,12 +87,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
          'step': int(step), 'model': config.model, 'dataset': config.dataset}
   if jax.process_index() == 0:
     try:
-      with open(os.path.join(workdir, 'eval.json'), 'w') as f:
-        json.dump(out, f, indent=2)
-      with open(os.path.join(workdir, 'evals.jsonl'), 'a') as f:
-        f.write(json.dumps({**out, 'time': time.strftime(
-            '%Y-%m-%dT%H:%M:%S')}) + '\n')
-    except OSError as e:
-      raise WorkdirWriteError(f'cannot write the evaluation to {workdir}: '
-                              f'{disk_fault(e) or e.strerror}') from None
+      storage.write_atomic(storage.join(workdir, 'eval.json'),
+                           json.dumps(out, indent=2))
+      writer = records.RecordWriter(workdir, 'evals')
+      writer.write({**out, 'time': time.strftime('%Y-%m-%dT%H:%M:%S')})
+      writer.close()
+    except Exception as e:  # pylint: disable=broad-except
+      fault = disk_fault(e)
+      if fault is None and not isinstance(e, OSError):
+        raise
+      raise WorkdirWriteError(
+          f'cannot write the evaluation to {workdir}: '
+          f'{fault or getattr(e, "strerror", None) or e}') from None
   return out

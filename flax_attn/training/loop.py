@@ -4,6 +4,7 @@ save a checkpoint and stop; several processes agree on the step to stop at).
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -11,7 +12,6 @@ from typing import Any, Dict, Optional
 
 import jax
 import ml_collections
-import numpy as np
 
 from flax_attn import data as data_lib
 from flax_attn import integrity
@@ -29,7 +29,7 @@ from flax_attn.training.metrics import MetricWriter, progress_bar
 from flax_attn.training.pretrained import (load_pretrained,
                                            no_pretrained_warning)
 from flax_attn.training.state import warn
-from flax_attn.training.workdir import locked_workdir, write_config
+from flax_attn.training.workdir import agree, locked_workdir, write_config
 
 
 class _Preemption:
@@ -79,19 +79,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> Dict[str, float]:
   """Trains (resuming from the newest intact checkpoint in `workdir`),
   evaluates every `eval_every_steps` and at the end; returns the final eval
-  metrics. One run per workdir (WORKDIR/.lock)."""
-  with locked_workdir(workdir):
-    return _train_and_evaluate(config, workdir)
+  metrics. One run per workdir (WORKDIR/.lock, or a lease on a gs://
+  bucket)."""
+  with locked_workdir(workdir) as lock:
+    return _train_and_evaluate(config, workdir, lock)
 
 
-def _train_and_evaluate(config, workdir):
+def _train_and_evaluate(config, workdir, lock):
   exp = build_experiment(config)
   state, mesh = exp.state, exp.mesh
   total_steps = exp.total_steps
   is_main = jax.process_index() == 0
   manager = create_checkpoint_manager(workdir, config)
-  restored = restore_intact(manager, workdir, state, config.model,
-                            set_aside=True)
+  restored, failure = None, None
+  try:
+    restored = restore_intact(manager, workdir, state, config.model,
+                              set_aside=True)
+  except Exception as e:  # pylint: disable=broad-except
+    if jax.process_count() == 1:
+      raise
+    failure = e  # every process stops with its line, not only this one
+  agree(failure, what='restoring the checkpoint')
   data_state = None
   if restored is not None:
     state, data_state, latest = restored
@@ -104,8 +112,14 @@ def _train_and_evaluate(config, workdir):
     print(report, flush=True)
   elif is_main and (warning := no_pretrained_warning(config)):
     print(warning, flush=True)
+  failure = None
   if is_main:
-    write_config(workdir, config)
+    try:
+      write_config(workdir, config)
+    except Exception as e:  # pylint: disable=broad-except
+      failure = e
+  agree(failure, what='writing config.json')
+  if is_main:
     print(f'training on {mesh.size} {mesh.devices.flat[0].platform} '
           f'device(s), {config.batch_size // mesh.size} images each per step',
           flush=True)
@@ -116,9 +130,14 @@ def _train_and_evaluate(config, workdir):
   if data_state is not None:
     train_iter.set_state(data_state)
 
-  writer = MetricWriter(workdir, enabled=is_main)
-  ckpt = CheckpointWriter(manager, workdir, config, is_main)
   start = int(jax.device_get(state.step))
+  failure, writer = None, None
+  try:
+    writer = MetricWriter(workdir, enabled=is_main, resume_step=start)
+  except Exception as e:  # pylint: disable=broad-except
+    failure = e
+  agree(failure, what='opening the metrics')
+  ckpt = CheckpointWriter(manager, workdir, config, is_main)
   bar = progress_bar(total_steps, start, is_main and config.progress_bar)
   last_eval: Dict[str, float] = {}
   if start >= total_steps:
@@ -127,7 +146,7 @@ def _train_and_evaluate(config, workdir):
 
   try:
     result = _train_loop(config, exp, state, ckpt, train_iter, writer, bar,
-                         start, last_eval)
+                         start, last_eval, lock)
     ckpt.finish()
     return result
   finally:
@@ -148,7 +167,8 @@ def _train_and_evaluate(config, workdir):
     if isinstance(failure, WorkdirWriteError) and is_main:
       # orbax's writer threads may have gone on after the first error.
       integrity.remove_partial(str(manager.directory))
-    writer.close()
+    if writer is not None:
+      writer.close()
     if bar is not None:
       bar.close()
     if hasattr(train_iter, 'close'):  # grain worker processes
@@ -168,8 +188,42 @@ def _warn_resume_changes(saved: Dict[str, Any], config, step: int,
          f'{total_steps}: nothing to train, evaluating step {step}')
 
 
+class _HostLocal:
+  """Collects the first failure of work that only this process does at a
+  boundary (its metrics writes, the workdir lease's check): with several
+  processes it is held until the boundary's agreement (`agree`), so that
+  every process stops together; with one it is raised at once."""
+
+  def __init__(self):
+    self.failure: Optional[BaseException] = None
+
+  def run(self, fn, *args) -> None:
+    if self.failure is not None:
+      return
+    if jax.process_count() == 1:
+      fn(*args)
+      return
+    try:
+      fn(*args)
+    except Exception as e:  # pylint: disable=broad-except
+      self.failure = e
+
+  def take(self) -> Optional[BaseException]:
+    failure, self.failure = self.failure, None
+    return failure
+
+
+def _injected_fault(step: int) -> None:
+  """A test hook: FLAX_ATTN_INJECT_FAULT_AT_STEP=N makes this process fail
+  at the boundary of step N as a failed metrics write would (the
+  multi-process tests set it on one process only)."""
+  if os.environ.get('FLAX_ATTN_INJECT_FAULT_AT_STEP') == str(step):
+    raise WorkdirWriteError(f'injected fault at step {step} '
+                            '(FLAX_ATTN_INJECT_FAULT_AT_STEP)')
+
+
 def _train_loop(config, exp: Experiment, state, ckpt, train_iter, writer,
-                bar, start, last_eval):
+                bar, start, last_eval, lock):
   total_steps = exp.total_steps
   steps_per_epoch = exp.steps_per_epoch
   eval_fn = jit_eval_step(exp)
@@ -178,6 +232,7 @@ def _train_loop(config, exp: Experiment, state, ckpt, train_iter, writer,
   guard = jax.device_put(restored_guard(ckpt.manager, ckpt.last_saved),
                          exp.replicated)
   t_log, n_log = time.perf_counter(), 0
+  local = _HostLocal()
   with jax.set_mesh(exp.mesh), _Preemption() as preemption:
     for step in range(start + 1, total_steps + 1):
       batch = global_batch(next(train_iter), exp.batch_sharding)
@@ -193,13 +248,15 @@ def _train_loop(config, exp: Experiment, state, ckpt, train_iter, writer,
       if boundary:
         # The one host read of the guard: nothing flagged is logged or saved.
         check_guard(guard, config, ckpt.newest)
+        local.run(lock.check)  # a bucket lease another run took over
+        local.run(_injected_fault, step)
       if log:
         metrics = jax.device_get(metrics)
         elapsed = time.perf_counter() - t_log
         ips = n_log * config.batch_size / max(elapsed, 1e-9)
         row = {'epoch': step / steps_per_epoch, **metrics,
                'images_per_sec': ips}
-        writer.write(step, row)
+        local.run(writer.write, step, row)
         if bar is not None:
           bar.set_postfix(loss=f'{float(metrics["train_loss"]):.4f}',
                           img_s=f'{ips:.0f}')
@@ -208,7 +265,8 @@ def _train_loop(config, exp: Experiment, state, ckpt, train_iter, writer,
         last_eval = run_evaluation(config, state, eval_fn,
                                    exp.batch_sharding)
         ckpt.note_eval(step, last_eval)
-        writer.write(step, {'epoch': step / steps_per_epoch, **last_eval})
+        local.run(writer.write, step,
+                  {'epoch': step / steps_per_epoch, **last_eval})
         if bar is not None:
           bar.write(f'step {step}: eval loss {last_eval["eval_loss"]:.4f} '
                     f'top1 {last_eval["top1"]:.4f} top5 '
@@ -216,7 +274,7 @@ def _train_loop(config, exp: Experiment, state, ckpt, train_iter, writer,
         t_log, n_log = time.perf_counter(), 0  # eval time is not train time
       # Decided after the log and the evaluation, so that a signal that
       # arrived during them still gets its checkpoint.
-      stop = _stop_agreed(preemption.requested, boundary)
+      stop = _stop_agreed(preemption.requested, boundary, local.take())
       if stop and not boundary:
         check_guard(guard, config, ckpt.newest)
       if periodic_save or stop:
@@ -231,19 +289,23 @@ def _train_loop(config, exp: Experiment, state, ckpt, train_iter, writer,
   return {**last_eval, 'step': total_steps}
 
 
-def _stop_agreed(requested: bool, boundary: bool) -> bool:
-  """Whether to save and stop after this step for a SIGTERM / SIGINT.
+def _stop_agreed(requested: bool, boundary: bool,
+                 failure: Optional[BaseException] = None) -> bool:
+  """Whether to save and stop after this step for a SIGTERM / SIGINT;
+  raises if any process brings a host-local `failure`.
 
-  One process: as soon as it is signalled. Several: the processes must
-  save together (orbax's save is collective) but may be signalled at
-  different steps, or only one of them; so they agree, with one small
-  all-gather, at the steps where every process logs, evaluates or saves
-  anyway, and all stop at the first such step after any was signalled.
+  One process: as soon as it is signalled (a failure was raised already).
+  Several: the processes must save together (orbax's save is collective)
+  but may be signalled at different steps, or only one of them; so they
+  agree, with one small all-gather (`agree`: the stop flag and any
+  failure), at the steps where every process logs, evaluates or saves
+  anyway, and all stop at the first such step after any was signalled, or
+  with the same line at once after a failure on any of them.
   """
   if jax.process_count() == 1:
+    if failure is not None:
+      raise failure
     return requested
   if not boundary:
     return False
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  flags = multihost_utils.process_allgather(np.asarray(requested, np.int32))
-  return bool(np.any(flags))
+  return agree(failure, requested)
