@@ -9,7 +9,8 @@ Needs libtpu (`pip install "jax[tpu]"`); runs on CPU. Each row is one
 `flax_attn.tpu_fit.fit_report` in its own subprocess under --timeout,
 written to --out (JSON) as soon as it finishes; rows already there are
 skipped (resumable), except with --redo. A row that timed out is recorded
-as such and retried only with --redo.
+as such and retried only with --redo; several drivers may share --out (a
+row is claimed, 'running', before it starts).
 
 Row groups, in the order they run:
   fit/CONFIG@TOPOLOGY   each config at its own batch and image size
@@ -23,6 +24,8 @@ Row groups, in the order they run:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import fnmatch
 import importlib
 import json
@@ -70,8 +73,22 @@ def load_config(module: str, variant=None):
   return config.get_config(variant) if variant else config.get_config()
 
 
+NOTEBOOKS = {
+    # notebooks/quickstart.ipynb's defaults on a TPU: resnet20 + cbam, width
+    # 16, CIFAR-10, batch 128, bfloat16.
+    'quickstart_notebook': dict(
+        config='quickstart', overrides=dict(
+            model='resnet20', attn='cbam', dataset='cifar10', image_size=32,
+            batch_size=128, dtype='bfloat16'),
+        model_kwargs=dict(width=16)),
+    # notebooks/paper_experiment.ipynb's default config on a TPU (bfloat16).
+    'paper_experiment_notebook': dict(
+        config='mlan_resnet20_cifar10', overrides=dict(dtype='bfloat16')),
+}
+
+
 def rows():
-  """Row id -> (config builder name, topology, options), in run order."""
+  """Row id -> spec (config, topology, options), in run order."""
   small = [c for c in CONFIGS if c[0] not in IMAGENET_SIZED]
   large = [c for c in CONFIGS if c[0] in IMAGENET_SIZED]
   out = {}
@@ -80,9 +97,9 @@ def rows():
     for name, _, _ in configs:
       out[f'fit/{name}@{topology}'] = dict(config=name, topology=topology)
 
-  # The fit question first: Colab's v5e-1 and a v5e-8 host.
-  fit(small, 'v5e-1')
-  fit(small, 'v5e-8')
+  # The fit question first: every config on Colab's v5e-1 and on a v5e-8
+  # host, the ImageNet-sized ones (the question) before the CIFAR ones.
+  fit(large[:1], 'v5e-8')
   out[f'resnet50_vs_flax/flax_attn@{COMPARE_TOPOLOGY}'] = dict(
       config='hga_resnet50', topology=COMPARE_TOPOLOGY,
       overrides=dict(model='resnet50', attn='none', dtype='bfloat16'))
@@ -90,14 +107,18 @@ def rows():
       config='hga_resnet50', topology=COMPARE_TOPOLOGY,
       overrides=dict(model='resnet50', attn='none', dtype='bfloat16'),
       plain_flax=True)
-  fit(large, 'v5e-8')
-  fit(large, 'v5e-1')
+  fit(large[1:], 'v5e-8')
   # The blockwise row is fit/csm_resnet50_imagenet@v5e-8.
   out[f'csm_blockwise_vs_xla/xla@{COMPARE_TOPOLOGY}'] = dict(
       config='csm_resnet50_imagenet', topology=COMPARE_TOPOLOGY,
       attn_overrides=dict(implementation='xla'))
-  fit(small, 'v2-8')
-  fit(large, 'v2-8')
+  fit(large, 'v5e-1')
+  for name, spec in NOTEBOOKS.items():
+    for topology in ('v5e-1', 'v2-8'):
+      out[f'notebook/{name}@{topology}'] = dict(spec, topology=topology)
+  fit(small, 'v5e-1')
+  fit(small, 'v5e-8')
+  fit(CONFIGS, 'v2-8')
   fit(CONFIGS, 'v6e-8')
   fit(CONFIGS, 'v4-32')
   for name, _, _ in large:
@@ -123,6 +144,8 @@ def build_config(spec):
   config = load_config(module, variant)
   for key, value in spec.get('overrides', {}).items():
     config[key] = value
+  for key, value in spec.get('model_kwargs', {}).items():
+    config.model_kwargs[key] = value
   for key, value in spec.get('attn_overrides', {}).items():
     config.attn_kwargs[key] = value
   return config
@@ -171,11 +194,26 @@ def save(path, results):
   os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _locked(path):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + '.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    yield
+
+
 def drive(args) -> None:
   results = load(args.out)
+  skipped = set(select(rows(), args.skip)) if args.skip else set()
   for row in select(rows(), args.rows):
-    if row in results and not args.redo:
+    if row in skipped:
       continue
+    with _locked(args.out):  # claimed, so that a second driver skips it
+      results = load(args.out)
+      if row in results and not args.redo:
+        continue
+      results[row] = {'row': row, 'status': 'running'}
+      save(args.out, results)
     start = time.time()
     print(f'{time.strftime("%H:%M:%S")} {row}', flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,9 +235,10 @@ def drive(args) -> None:
       result = load(result_file) if status is None else {
           'row': row, 'status': status, 'log_tail': lines[-3:]}
     result['wall_seconds'] = round(time.time() - start, 1)
-    results = load(args.out)  # another driver may have added rows
-    results[row] = result
-    save(args.out, results)
+    with _locked(args.out):  # another driver may have added rows
+      results = load(args.out)
+      results[row] = result
+      save(args.out, results)
     print(f'  -> {result["status"]} '
           f'{result.get("total_bytes", 0) / 2**30:.2f} GiB '
           f'[{result["wall_seconds"]} s]', flush=True)
@@ -245,6 +284,8 @@ def main():
   parser.add_argument('--out', default=DEFAULT_OUT)
   parser.add_argument('--timeout', type=int, default=1800,
                       help='seconds per row')
+  parser.add_argument('--skip', default='', help='patterns of rows not '
+                      'to run (as --rows)')
   parser.add_argument('--redo', action='store_true',
                       help='run rows already in --out again')
   parser.add_argument('--table', action='store_true')

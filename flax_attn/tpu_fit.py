@@ -26,12 +26,15 @@ megacore, as JAX runs them), one TensorCore on v2 / v3 (two per chip).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib.util
 import math
 import os
 import re
+import sys
+import tempfile
 import time
 import types
 from typing import Callable, Dict, Optional, Tuple
@@ -140,14 +143,46 @@ def topology_devices(topology: Topology):
   if _libtpu_missing():
     raise UserError('compiling for a TPU needs libtpu, the TPU compiler: '
                     'pip install "jax[tpu]" (it runs on a CPU machine)')
+  if not _tpu_chips_attached():
+    # libtpu takes /tmp/libtpu_lockfile, one process per machine, to guard
+    # the chips; compile-only touches none, and without this a second
+    # compile (a test worker, another shell) fails to load libtpu.
+    os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   kwargs = {}
   if topology.chips_per_host_bounds:
     kwargs['chips_per_host_bounds'] = topology.chips_per_host_bounds
   if topology.megacore:
     kwargs['chip_config_name'] = 'megacore'
-  return topologies.get_topology_desc(topology.jax_name, 'tpu',
-                                      **kwargs).devices
+  with _quiet_stderr():
+    return topologies.get_topology_desc(topology.jax_name, 'tpu',
+                                        **kwargs).devices
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+  """Holds back what C++ writes to stderr (file descriptor 2) meanwhile,
+  and writes it out only if the block raises: libtpu, loaded on a machine
+  with no TPU, prints five lines of warnings about the TPU VM it is not on
+  (accelerator type, worker hostnames)."""
+  try:
+    sys.stderr.flush()
+    saved = os.dup(2)
+  except (OSError, ValueError):  # no real stderr (e.g. a notebook kernel)
+    yield
+    return
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    try:
+      yield
+    except BaseException:
+      os.dup2(saved, 2)
+      held.seek(0)
+      os.write(2, held.read())
+      raise
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
 
 
 # ---------------------------------------------------------------------------
@@ -290,12 +325,12 @@ _OOM = re.compile(r'(RESOURCE_EXHAUSTED|[Rr]an out of memory|Exceeded hbm)')
 
 
 def _oom_line(message: str) -> str:
-  """The compiler's out-of-memory message, as one line."""
-  for line in message.splitlines():
-    if re.search(r'[Uu]sed [\d.]+\w? of [\d.]+\w? hbm', line) or (
-        'Ran out of memory' in line):
-      return ' '.join(line.split())
-  return ' '.join(message.split())[:300]
+  """The compiler's out-of-memory message, as one line (its figures are
+  what the program needs and what the compiler can give it, per device)."""
+  lines = [l for l in message.splitlines() if 'memory' in l.lower()
+           or 'hbm' in l.lower()] or [message]
+  line = ' '.join(lines[0].split())
+  return re.sub(r'^(\w+: )?RESOURCE_EXHAUSTED: ', '', line).rstrip('.')[:400]
 
 
 def _compile(exp, config, global_batch: int) -> _Compiled:
@@ -363,8 +398,8 @@ def fit_report(config, topology: str, *, max_batch: bool = False,
   does not divide over the devices.
   """
   slice_ = parse_topology(topology)
+  _check_batch(config, slice_, slice_.chips * slice_.devices_per_chip)
   devices = topology_devices(slice_)
-  _check_batch(config, slice_, len(devices))
   exp = _experiment_for(config, devices, model)
   hbm = slice_.hbm_bytes_per_device
   per_device = config.batch_size // len(devices)
@@ -524,13 +559,14 @@ def format_report(report: FitReport) -> str:
 
 def does_not_fit_line(report: FitReport) -> str:
   """One line: what the step needs per device and what the slice has."""
-  needed = (report.compiler_message if report.compiler_message else
-            f'needs {_gib(report.total_bytes)} per device')
+  needed = (f'the TPU compiler: {report.compiler_message}'
+            if report.compiler_message else
+            f'it needs {_gib(report.total_bytes)} per device')
   return (f'{report.config_name} at batch {report.global_batch} '
           f'({report.per_device_batch} per device) does not fit '
-          f'{report.topology}: {needed}; {_gib(report.hbm_bytes)} HBM per '
-          'device (try a smaller config.batch_size, a larger slice or '
-          '--max_batch)')
+          f'{report.topology} ({_gib(report.hbm_bytes)} HBM per device): '
+          f'{needed}; try a smaller config.batch_size, a larger slice or '
+          '--max_batch')
 
 
 # ---------------------------------------------------------------------------
@@ -580,3 +616,21 @@ def skip_absent_tpu() -> Optional[str]:
     return None
   jax.config.update('jax_platforms', 'cpu')
   return 'cpu'
+
+
+def compile_for_main(config, topology: str, max_batch: bool = False) -> int:
+  """train.py --compile_for: the table on stdout and 0 when the step fits;
+  DoesNotFitError (one line: needed and available bytes) when it does not."""
+  skip_absent_tpu()
+  log = None
+  if max_batch:
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # pylint: disable=unnecessary-lambda-assignment
+  report = fit_report(config, topology, max_batch=max_batch, log=log)
+  if not report.fits:
+    line = does_not_fit_line(report)
+    if report.max_per_device_batch:
+      line += (f'; the largest per-device batch that fits is '
+               f'{report.max_per_device_batch}')
+    raise DoesNotFitError(line)
+  print(format_report(report), flush=True)
+  return 0
