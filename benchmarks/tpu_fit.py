@@ -20,6 +20,8 @@ Row groups, in the order they run:
                         topology, batch and dtype
   csm_blockwise_vs_xla/...  csm_resnet50 with the blockwise position
                         attention and with implementation='xla'
+  gpu/CONFIG@h100-8     compile-only H100s (needs jax[cuda12], no GPU):
+                        python benchmarks/tpu_fit.py --rows gpu
 """
 from __future__ import annotations
 
@@ -124,6 +126,10 @@ def rows():
   for name, _, _ in large:
     out[f'max/{name}@v5e-1'] = dict(config=name, topology='v5e-1',
                                     max_batch=True)
+  # Compile-only GPUs (XLA's H100 description; run with an interpreter that
+  # has jax[cuda12], e.g. --rows gpu).
+  for name in ('quickstart', 'mlan_resnet20_cifar10', 'hga_resnet50'):
+    out[f'gpu/{name}@h100-8'] = dict(config=name, topology='h100-8')
   return out
 
 
@@ -154,8 +160,8 @@ def build_config(spec):
 def run_one(row: str, result_file: str) -> None:
   """In the subprocess: one fit_report, its dict written to result_file."""
   from flax_attn import tpu_fit  # pylint: disable=g-import-not-at-top
-  tpu_fit.skip_absent_tpu()
   spec = rows()[row]
+  tpu_fit.prepare_compile_only(spec['topology'])
   config = build_config(spec)
   model = None
   if spec.get('plain_flax'):
@@ -248,6 +254,10 @@ def _gib(n):
   return f'{n / 2**30:.2f}'
 
 
+def _tflops(flops):
+  return 'n/a' if flops is None else f'{flops / 1e12:.4f}'
+
+
 def table(path) -> str:
   """Markdown tables of the measured rows; rows not measured say so."""
   results = load(path)
@@ -272,7 +282,7 @@ def table(path) -> str:
         f'{_gib(r["argument_bytes"])} | {_gib(r["temporary_bytes"])} | '
         f'{_gib(r["output_bytes"])} | {_gib(r["total_bytes"])} / '
         f'{_gib(r["hbm_bytes"])} | {fits} | {largest} | '
-        f'{r["flops_per_image"] / 1e12:.4f} | {r["compile_seconds"]:.0f} |')
+        f'{_tflops(r["flops_per_image"])} | {r["compile_seconds"]:.0f} |')
   return '\n'.join(lines)
 
 

@@ -84,6 +84,10 @@ class Topology:
   chips_per_host_bounds: Optional[Tuple[int, int, int]]
 
   @property
+  def platform(self) -> str:
+    return 'cuda' if self.generation in GPU_TARGETS else 'tpu'
+
+  @property
   def megacore(self) -> bool:
     return self.generation in ('v4', 'v5p')
 
@@ -93,15 +97,46 @@ class Topology:
 
   @property
   def hbm_bytes_per_device(self) -> int:
+    if self.platform == 'cuda':
+      return int(re.search(r'device_memory_size: (\d+)',
+                           GPU_TARGETS[self.generation]).group(1))
     return HBM_GIB_PER_DEVICE[self.generation] * GIB
+
+
+# GPUs, compile-only: XLA's target description of the GPU (the
+# TargetConfig text of XLA's xla/tools/hlo_opt/gpu_specs, here an H100 SXM
+# 80 GB: 132 SMs, compute capability 9.0, 79.1 GiB usable memory) stands in
+# for the device; needs jax's CUDA plugin (pip install "jax[cuda12]"), no
+# GPU and no driver. 'h100-N' = N GPUs on one host.
+GPU_TARGETS = {'h100': """
+gpu_device_info {
+  threads_per_block_limit: 1024 threads_per_warp: 32
+  shared_memory_per_block: 49152 shared_memory_per_core: 233472
+  threads_per_core_limit: 2048 core_count: 132 fpus_per_core: 128
+  block_dim_limit_x: 2147483647 block_dim_limit_y: 65535
+  block_dim_limit_z: 65535 memory_bandwidth: 3352320000000
+  l2_cache_size: 52428800 clock_rate_ghz: 1.98
+  device_memory_size: 84929347584 shared_memory_per_block_optin: 232448
+  cuda_compute_capability { major: 9 }
+  registers_per_core_limit: 65536 registers_per_block_limit: 65536
+}
+platform_name: "CUDA"
+dnn_version_info { major: 9 minor: 7 }
+runtime_version { major: 12 minor: 8 }
+device_description_str: "NVIDIA H100 80GB HBM3"
+"""}
+_GPU_COUNTS = (1, 2, 4, 8)
 
 
 def valid_topologies() -> str:
   """The names `parse_topology` accepts, for error messages."""
   cloud = ', '.join(f'{g}-{"/".join(map(str, sizes))}'
                     for g, sizes in _CLOUD_SIZES.items())
+  gpus = ', '.join(f'{g}-{"/".join(map(str, _GPU_COUNTS))}'
+                  for g in GPU_TARGETS)
   return (f'Cloud names {cloud}, or JAX names GEN:SHAPE such as v5e:2x4, '
-          'v4:2x2x4 (GEN one of ' + ', '.join(HBM_GIB_PER_DEVICE) + ')')
+          'v4:2x2x4 (GEN one of ' + ', '.join(HBM_GIB_PER_DEVICE) + '); '
+          f'GPUs (one host): {gpus}')
 
 
 def parse_topology(name: str) -> Topology:
@@ -110,6 +145,10 @@ def parse_topology(name: str) -> Topology:
   text = str(name).strip().lower().replace('v5litepod', 'v5e')
   cloud = re.fullmatch(r'(v\d+[a-z]?)-(\d+)', text)
   jax_style = re.fullmatch(r'(v\d+[a-z]?):(\d+(?:x\d+){1,2})', text)
+  gpu = re.fullmatch(r'([a-z]\d+)-(\d+)', text)
+  if gpu and gpu.group(1) in GPU_TARGETS and int(gpu.group(2)) in _GPU_COUNTS:
+    count = int(gpu.group(2))
+    return Topology(name, gpu.group(1), f'1x1x{count}', count, None)
   if cloud and int(cloud.group(2)) in _CLOUD_SIZES.get(cloud.group(1), ()):
     generation, count = cloud.group(1), int(cloud.group(2))
     chips = count // 2 if generation in _CORES_IN_NAME else count
@@ -140,6 +179,8 @@ def _libtpu_missing() -> bool:
 
 def topology_devices(topology: Topology):
   """Compile-only devices of the slice (libtpu's TPU client, no TPU)."""
+  if topology.platform == 'cuda':
+    return _gpu_devices(topology)
   if _libtpu_missing():
     raise UserError('compiling for a TPU needs libtpu, the TPU compiler: '
                     'pip install "jax[tpu]" (it runs on a CPU machine)')
@@ -157,6 +198,17 @@ def topology_devices(topology: Topology):
   with _quiet_stderr():
     return topologies.get_topology_desc(topology.jax_name, 'tpu',
                                         **kwargs).devices
+
+
+def _gpu_devices(topology: Topology):
+  """Compile-only CUDA devices from GPU_TARGETS' description (no GPU)."""
+  if importlib.util.find_spec('jax_plugins.xla_cuda12') is None:
+    raise UserError(f'compiling for {topology.name} needs jax\'s CUDA '
+                    'plugin: pip install "jax[cuda12]" (no GPU needed)')
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  return topologies.get_topology_desc(
+      '', 'cuda', topology=topology.jax_name,
+      target_config=GPU_TARGETS[topology.generation]).devices
 
 
 @contextlib.contextmanager
@@ -301,8 +353,10 @@ class FitReport:
   total_bytes: int      # arguments + outputs - aliased + temporaries + code
   hbm_bytes: int
   fits: bool
-  flops_per_image: float      # the whole train step (forward, backward, update)
-  bytes_accessed_per_device: float
+  # The whole train step (forward, backward, update); None where the
+  # compiler gives no cost analysis (XLA:GPU without a device).
+  flops_per_image: Optional[float]
+  bytes_accessed_per_device: Optional[float]
   compile_seconds: float
   compiler_message: str = ''  # the compiler's out-of-memory line, if any
   max_per_device_batch: Optional[int] = None
@@ -315,8 +369,8 @@ class FitReport:
 @dataclasses.dataclass
 class _Compiled:
   memory: object
-  flops: float
-  bytes_accessed: float
+  flops: Optional[float]
+  bytes_accessed: Optional[float]
   seconds: float
   oom_message: str = ''
 
@@ -351,9 +405,12 @@ def _compile(exp, config, global_batch: int) -> _Compiled:
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older JAX: one dict per program
     cost = cost[0] if cost else {}
-  cost = cost or {}
-  return _Compiled(compiled.memory_analysis(), float(cost.get('flops', 0.0)),
-                   float(cost.get('bytes accessed', 0.0)), seconds)
+  # None: XLA:GPU compiling without a device gives no cost analysis.
+  flops = cost.get('flops') if cost else None
+  moved = cost.get('bytes accessed') if cost else None
+  return _Compiled(compiled.memory_analysis(),
+                   None if flops is None else float(flops),
+                   None if moved is None else float(moved), seconds)
 
 
 def _total(memory) -> int:
@@ -431,7 +488,8 @@ def _report(config, slice_, devices, per_device, result, hbm) -> FitReport:
       hosts=len({d.process_index for d in devices}),
       global_batch=per_device * len(devices), per_device_batch=per_device,
       hbm_bytes=hbm, fits=fits,
-      flops_per_image=result.flops / per_device if per_device else 0.0,
+      flops_per_image=(result.flops / per_device
+                       if result.flops is not None and per_device else None),
       bytes_accessed_per_device=result.bytes_accessed,
       compile_seconds=result.seconds, compiler_message=result.oom_message,
       **sizes)
@@ -527,12 +585,13 @@ def _gib(n: float) -> str:
 
 def format_report(report: FitReport) -> str:
   """The report as the one table train.py --compile_for prints."""
-  unit = 'chip' if report.devices == report.chips else 'device (TensorCore)'
+  unit = ('GPU' if report.jax_topology.startswith('1x1x') else 'chip'
+          if report.devices == report.chips else 'device (TensorCore)')
   rows = [
       ('config', report.config_name),
       ('topology', f'{report.topology} = {report.jax_topology}: '
-                   f'{report.chips} chips, {report.devices} devices, '
-                   f'{report.hosts} host(s)'),
+                   f'{report.chips} {"GPUs" if unit == "GPU" else "chips"}, '
+                   f'{report.devices} devices, {report.hosts} host(s)'),
       ('batch', f'{report.global_batch} global, {report.per_device_batch} '
                 f'per {unit}'),
       (f'arguments / {unit}', _gib(report.argument_bytes)),
@@ -545,9 +604,11 @@ def format_report(report: FitReport) -> str:
       ('fits', ('yes' if report.fits else 'NO')
        + (f' ({report.compiler_message})' if report.compiler_message
           else '')),
-      ('train-step FLOPs / image', f'{report.flops_per_image:.3g} (forward, '
-                                   'backward and update, the compiler\'s '
-                                   'count)'),
+      ('train-step FLOPs / image',
+       'not given (XLA:GPU has no cost analysis without a device)'
+       if report.flops_per_image is None else
+       f'{report.flops_per_image:.3g} (forward, backward and update, the '
+       'compiler\'s count)'),
       ('compile', f'{report.compile_seconds:.1f} s'),
   ]
   if report.max_per_device_batch is not None:
@@ -621,7 +682,7 @@ def skip_absent_tpu() -> Optional[str]:
 def compile_for_main(config, topology: str, max_batch: bool = False) -> int:
   """train.py --compile_for: the table on stdout and 0 when the step fits;
   DoesNotFitError (one line: needed and available bytes) when it does not."""
-  skip_absent_tpu()
+  prepare_compile_only(topology)
   log = None
   if max_batch:
     log = lambda line: print(line, file=sys.stderr, flush=True)  # pylint: disable=unnecessary-lambda-assignment
@@ -634,3 +695,18 @@ def compile_for_main(config, topology: str, max_batch: bool = False) -> int:
     raise DoesNotFitError(line)
   print(format_report(report), flush=True)
   return 0
+
+
+def prepare_compile_only(topology: str) -> None:
+  """Before JAX starts its backends, in a process that compiles for
+  `topology` without its hardware: no TPU runtime start where there is no
+  TPU (skip_absent_tpu); for a GPU target, jax's CUDA plugin registered
+  without the driver check it would fail here (no GPU, no driver) and the
+  CUDA backend not started."""
+  if parse_topology(topology).platform == 'cuda':
+    os.environ.setdefault('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')
+    if not _gpu_attached() and not os.environ.get('JAX_PLATFORMS'):
+      import jax  # pylint: disable=g-import-not-at-top
+      jax.config.update('jax_platforms', 'cpu')
+      return
+  skip_absent_tpu()
