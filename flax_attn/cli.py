@@ -42,8 +42,8 @@ def define_compile_flags() -> None:
   flags.register_multi_flags_validator(
       ['workdir', 'compile_for'],
       lambda values: bool(values['workdir'] or values['compile_for']),
-      message='flag --workdir must have a value other than None (or give '
-      '--compile_for TOPOLOGY to compile without training)')
+      message='--workdir is required (or --compile_for TOPOLOGY, which '
+      'compiles without training)')
 
 
 def define_multihost_flags() -> None:

@@ -253,7 +253,6 @@ _NOMINAL_STEPS_PER_EPOCH = 1000
 
 
 def _experiment_for(config, devices, model=None) -> types.SimpleNamespace:
-  import functools as ft  # pylint: disable=g-import-not-at-top,reimported
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax.sharding import Mesh, NamedSharding  # pylint: disable=g-import-not-at-top
@@ -276,7 +275,7 @@ def _experiment_for(config, devices, model=None) -> types.SimpleNamespace:
   lr_fn = train.create_learning_rate_fn(config, steps_per_epoch, total_steps)
   tx = train.create_optimizer(config, lr_fn)
   image_shape = (config.image_size, config.image_size, spec.channels)
-  init = ft.partial(train.create_train_state, model=model, tx=tx,
+  init = functools.partial(train.create_train_state, model=model, tx=tx,
                     image_shape=image_shape, use_ema=config.ema_decay > 0)
   replicated = NamedSharding(mesh, P())
   state = jax.tree_util.tree_map(
