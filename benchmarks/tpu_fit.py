@@ -251,38 +251,43 @@ def drive(args) -> None:
 
 
 def _gib(n):
-  return f'{n / 2**30:.2f}'
+  return f'{n / 2**30:.3f}'
 
 
 def _tflops(flops):
-  return 'n/a' if flops is None else f'{flops / 1e12:.4f}'
+  return 'not given' if flops is None else f'{flops / 1e12:.3g}'
 
 
-def table(path) -> str:
-  """Markdown tables of the measured rows; rows not measured say so."""
+def table(path, measured_only: bool = False) -> str:
+  """Markdown table of the rows; rows not measured say so (or are left out
+  with measured_only)."""
   results = load(path)
-  lines = ['| config | topology | batch (per device) | args | temps | '
-           'outputs | total GiB / HBM | fits | largest per-device batch | '
-           'TFLOPs / image (step) | compile s |',
+  lines = ['| row | topology | batch (per device) | args | temps | '
+           'outputs (donated) | total / HBM | fits | largest per-device '
+           'batch | TFLOPs / image | compile s |',
            '|---|---|---|---|---|---|---|---|---|---|---|']
   for row, spec in rows().items():
     r = results.get(row)
-    name = row.split('/', 1)[1].split('@')[0]
-    label = f'{row.split("/")[0]}: {name}'
+    label = f'{row.split("/")[0]}: {row.split("/", 1)[1].split("@")[0]}'
     if r is None or r.get('status') not in ('ok', 'does_not_fit'):
-      why = 'not measured' if r is None else r['status']
-      lines.append(f'| {label} | {spec["topology"]} | | | | | | {why} | | | |')
+      if not measured_only:
+        why = 'not measured' if r is None else r['status']
+        lines.append(f'| {label} | {spec["topology"]} | | | | | | {why} | | '
+                     '| |')
       continue
     largest = ('' if r.get('max_per_device_batch') is None
                else f'{r["max_per_device_batch"]} ({r["max_batch_note"]})')
     fits = 'yes' if r['fits'] else f'**no** {r.get("compiler_message", "")}'
     lines.append(
-        f'| {label} | {r["topology"]} ({r["hosts"]} host(s)) | '
+        f'| {label} ({r.get("model", "")}, {r.get("image_size", "")} px, '
+        f'{r.get("dtype", "")}) | {r["topology"]} ({r["hosts"]} '
+        f'host{"s" if r["hosts"] > 1 else ""}) | '
         f'{r["global_batch"]} ({r["per_device_batch"]}) | '
         f'{_gib(r["argument_bytes"])} | {_gib(r["temporary_bytes"])} | '
-        f'{_gib(r["output_bytes"])} | {_gib(r["total_bytes"])} / '
-        f'{_gib(r["hbm_bytes"])} | {fits} | {largest} | '
-        f'{_tflops(r["flops_per_image"])} | {r["compile_seconds"]:.0f} |')
+        f'{_gib(r["output_bytes"])} ({_gib(r["alias_bytes"])}) | '
+        f'{_gib(r["total_bytes"])} / {_gib(r["hbm_bytes"])} | {fits} | '
+        f'{largest} | {_tflops(r["flops_per_image"])} | '
+        f'{r["compile_seconds"]:.0f} |')
   return '\n'.join(lines)
 
 
@@ -299,6 +304,8 @@ def main():
   parser.add_argument('--redo', action='store_true',
                       help='run rows already in --out again')
   parser.add_argument('--table', action='store_true')
+  parser.add_argument('--measured_only', action='store_true',
+                      help='with --table: only the rows measured')
   parser.add_argument('--list', action='store_true')
   parser.add_argument('--one', help=argparse.SUPPRESS)
   parser.add_argument('--result_file', help=argparse.SUPPRESS)
@@ -306,7 +313,7 @@ def main():
   if args.one:
     run_one(args.one, args.result_file)
   elif args.table:
-    print(table(args.out))
+    print(table(args.out, args.measured_only))
   elif args.list:
     print('\n'.join(select(rows(), args.rows)))
   else:
