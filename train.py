@@ -5,6 +5,11 @@
       --config.batch_size=128 --config.learning_rate=0.3
 
 Resumes from the latest checkpoint in --workdir; SIGTERM saves one and exits.
+
+  python train.py --config configs/hga_resnet50.py --compile_for v5e-8
+
+compiles the train step for a TPU slice on this machine (libtpu, no TPU)
+and prints its memory per chip and whether it fits (flax_attn/tpu_fit.py).
 """
 import sys
 
@@ -17,13 +22,19 @@ from absl import app  # noqa: E402
 
 from flax_attn import cli  # noqa: E402
 
-cli.define_flags()
+cli.define_flags(workdir_required=False)
+cli.define_compile_flags()
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = cli.FLAGS.config
+
+  if cli.FLAGS.compile_for:  # compile-only for a TPU slice: no training
+    from flax_attn import tpu_fit  # pylint: disable=g-import-not-at-top
+    sys.exit(cli.run_main(lambda: tpu_fit.compile_for_main(
+        config, cli.FLAGS.compile_for, cli.FLAGS.max_batch)))
 
   def body():
     import jax  # pylint: disable=g-import-not-at-top

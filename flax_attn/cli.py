@@ -31,7 +31,7 @@ KWARGS_FIELDS = ('attn_kwargs', 'model_kwargs')
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
+def define_flags(workdir_required: bool = True) -> None:
   config_flags.DEFINE_config_file(
       'config', None, 'Experiment config file (configs/*.py).',
       lock_config=True)
@@ -41,7 +41,24 @@ def define_flags() -> None:
                     'train together: jax.distributed.initialize() first. '
                     'README.md, "Several hosts".')
   define_multihost_flags()
-  flags.mark_flags_as_required(['workdir'])
+  if workdir_required:
+    flags.mark_flags_as_required(['workdir'])
+
+
+def define_compile_flags() -> None:
+  """train.py's --compile_for TOPOLOGY [--max_batch] (flax_attn.tpu_fit),
+  which need no --workdir; without them --workdir is required."""
+  flags.DEFINE_string('compile_for', None, 'Compile the train step for this '
+                      'TPU slice (v5e-8, v4-32, v5e:2x4, ...) with libtpu on '
+                      'this machine, print its memory per chip and whether '
+                      'it fits; trains nothing, needs no --workdir.')
+  flags.DEFINE_bool('max_batch', False, 'With --compile_for: also find the '
+                    'largest per-chip batch that fits.')
+  flags.register_multi_flags_validator(
+      ['workdir', 'compile_for'],
+      lambda values: bool(values['workdir'] or values['compile_for']),
+      message='--workdir is required (or --compile_for TOPOLOGY, which '
+      'compiles without training)')
 
 
 def define_multihost_flags() -> None:

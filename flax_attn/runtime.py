@@ -17,6 +17,9 @@ it is there, and how to turn it off:
                                  then off with several processes on CPU)
   orbax log and at-exit filters  FLAX_ATTN_LOG_FILTERS=0
   absl INFO logs hidden          FLAX_ATTN_LOG_FILTERS=0
+  CPU platform where libtpu is   JAX_PLATFORMS=<yours> (kept as it is);
+  installed but no TPU/GPU is    tpu_fit.skip_absent_tpu
+  attached
 
 Nothing here is imported by the library's modules: `import flax_attn` and
 `create_model` change nothing about the process. This module imports only
@@ -93,6 +96,10 @@ def start(config=None, *, multihost: bool = False,
   directory, or None when it is off.
   """
   install_log_filters()
+  # libtpu (installed for compiling to TPUs) makes JAX start a TPU runtime
+  # that prints five warnings and fails where no TPU is attached: CPU then.
+  from flax_attn import tpu_fit  # pylint: disable=g-import-not-at-top
+  tpu_fit.skip_absent_tpu()
   if multihost:
     from flax_attn import distributed  # pylint: disable=g-import-not-at-top
     distributed.initialize(

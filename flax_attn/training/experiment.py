@@ -70,7 +70,8 @@ class Experiment:
 def build_experiment(config: ml_collections.ConfigDict, *,
                      devices: Optional[Sequence[Any]] = None,
                      abstract: bool = False,
-                     train_examples: Optional[int] = None) -> Experiment:
+                     train_examples: Optional[int] = None,
+                     model: Optional[nn.Module] = None) -> Experiment:
   """Checks `config` (one line on a bad value) and builds its Experiment.
 
   Args:
@@ -87,6 +88,8 @@ def build_experiment(config: ml_collections.ConfigDict, *,
       With `abstract=True` and the files absent, one step per epoch is
       assumed: the schedule's constants then differ from a real run's,
       but not the compiled step's shapes, memory or cost.
+    model: a linen module to train instead of the config's (e.g. a
+      reference network to compare with, at the same state and step).
   """
   mesh = create_mesh(config, devices)
   validate_config(config, mesh.size)
@@ -96,7 +99,8 @@ def build_experiment(config: ml_collections.ConfigDict, *,
   # is built and any step is traced: a TPU or GPU mesh gets plain XLA.
   cpu_kernels.configure(config.get('cpu_kernels', 'auto'),
                         mesh.devices.flat[0].platform)
-  model = model_from_config(config, spec.num_classes)
+  if model is None:
+    model = model_from_config(config, spec.num_classes)
   if train_examples is None:
     try:
       train_examples = data_lib.num_examples(config, 'train')
