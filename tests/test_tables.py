@@ -169,6 +169,20 @@ def test_plan_without_libtpu_says_fit_is_not_available(monkeypatch):
   assert '200 epochs' in full[1] and 'x batch 128; to run' in full[1]
 
 
+def test_plan_compiles_a_smoke_row_for_a_tpu():
+  """With libtpu (CI installs it), --plan asks the TPU compiler whether the
+  row's train step fits the topology, per chip."""
+  table = tables.get_table('mlan_table5')
+  lines = runner.plan_lines(table, table.rows[:1], '/nonexistent',
+                            runner.RunSpec(smoke=True), 'v5e-4')
+  assert lines[1].startswith('  fusion_plus_r20: mlan_resnet20 on digits '
+                             '8px, 6 steps x batch 16; to run; fit on v5e-4: '
+                             'yes ('), lines[1]
+  used, hbm = map(float, re.search(r'\(([\d.]+) of ([\d.]+) GiB',
+                                    lines[1]).groups())
+  assert 0 < used < 1 and hbm == 16.0
+
+
 def _fake_table():
   rows = tuple(Row(n, n, 'mlan_resnet20_cifar10', top1=90.0)
                for n in ('bad', 'crash', 'good'))

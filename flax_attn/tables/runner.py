@@ -349,19 +349,17 @@ def _steps_text(config) -> str:
 
 def fit_text(config, topology: Optional[str]) -> str:
   """Whether the row's train step fits `topology` per chip, from the TPU
-  compiler run compile-only (flax_attn.compile_only, needs libtpu)."""
+  compiler run compile-only (flax_attn.tpu_fit; libtpu comes with the
+  `tpu` extra, pip install -e .[tpu])."""
   if not topology:
     return 'fit: not checked (--topology NAME)'
   import importlib.util  # pylint: disable=g-import-not-at-top
-  try:
-    from flax_attn import compile_only  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    compile_only = None
-  if compile_only is None or importlib.util.find_spec('libtpu') is None:
+  if importlib.util.find_spec('libtpu') is None:
     return 'fit: n/a (libtpu not installed)'
+  from flax_attn import tpu_fit  # pylint: disable=g-import-not-at-top
   from flax_attn.errors import UserError  # pylint: disable=g-import-not-at-top
   try:
-    report = compile_only.fit_report(config, topology)
+    report = tpu_fit.fit_report(config, topology)
   except UserError as e:
     return f'fit: {str(e).splitlines()[0]}'
   gib = 2.0 ** 30
