@@ -358,13 +358,7 @@ def free_bytes(path: str) -> Optional[int]:
   to check)."""
   if is_remote(path):
     return None
-  probe = path
-  while probe and not os.path.exists(probe):
-    parent = os.path.dirname(probe)
-    if parent == probe:
-      break
-    probe = parent
-  stats = os.statvfs(probe or '.')
+  stats = os.statvfs(_nearest_existing(path))
   return stats.f_bavail * stats.f_frsize
 
 
@@ -373,10 +367,15 @@ def is_read_only(path: str) -> Optional[bool]:
   written; None on a bucket (permissions there show at the first write)."""
   if is_remote(path):
     return None
+  return not os.access(_nearest_existing(path), os.W_OK)
+
+
+def _nearest_existing(path: str) -> str:
+  """`path`, or its nearest parent that exists (a workdir not made yet)."""
   probe = path
   while probe and not os.path.exists(probe):
     parent = os.path.dirname(probe)
     if parent == probe:
       break
     probe = parent
-  return not os.access(probe or '.', os.W_OK)
+  return probe or '.'

@@ -73,3 +73,18 @@ def randomize_batch_stats(variables, key, scale=0.5):
       new.append(scale * jax.random.normal(k, leaf.shape))
   return {**variables,
           'batch_stats': jax.tree_util.tree_unflatten(treedef, new)}
+
+
+def kill_process_groups(procs) -> None:
+  """SIGKILLs each still-running subprocess's whole process group (started
+  with start_new_session=True) and reaps them all."""
+  import os  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  for proc in procs:
+    if proc.poll() is None:
+      try:
+        os.killpg(proc.pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
+  for proc in procs:
+    proc.communicate()

@@ -25,6 +25,7 @@ import pytest
 import gcs_emulator as emu
 from flax_attn import integrity, lease as lease_lib, records, storage
 from flax_attn.workdir_lock import WorkdirBusyError
+from helpers import kill_process_groups
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, 'tests', 'tiny_config.py')
@@ -63,14 +64,7 @@ def _launch(script, workdir, env, *extra, multihost=None):
 
 
 def _kill(*procs):
-  for proc in procs:
-    if proc.poll() is None:
-      try:
-        os.killpg(proc.pid, signal.SIGKILL)
-      except ProcessLookupError:
-        pass
-  for proc in procs:
-    proc.communicate()
+  kill_process_groups(procs)
 
 
 def _finish(*procs, timeout=TIMEOUT_S, code=0):

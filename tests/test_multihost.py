@@ -7,7 +7,6 @@ run in this process on one of conftest's devices.
 """
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 import tiny_config as tiny_config_file
 from flax_attn import distributed, train
 from flax_attn.errors import ConfigError
+from helpers import kill_process_groups
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each child: one CPU device (not conftest's 8) and the suite's fast compile.
@@ -66,14 +66,7 @@ def _launch(workdir, cache_dir, count=2, script='train.py', env=None):
 
 
 def _kill(procs):
-  for proc in procs:
-    if proc.poll() is None:
-      try:
-        os.killpg(proc.pid, signal.SIGKILL)
-      except ProcessLookupError:
-        pass
-  for proc in procs:
-    proc.communicate()
+  kill_process_groups(procs)
 
 
 def _finish(procs, timeout=TIMEOUT_S):
