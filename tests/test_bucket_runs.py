@@ -36,9 +36,10 @@ ARGS = ['--config', TINY, f'--config.num_train_steps={STEPS}',
         '--config.checkpoint_every_steps=6', '--config.log_every_steps=6',
         f'--config.eval_every_steps={STEPS}', '--config.cpu_devices=0']
 TIMEOUT_S = 300  # one run on a busy 2-core machine
-# Long enough that a run renews its lease on a busy machine, short enough
-# for the test to wait for a killed run's lease to expire.
-LEASE_TIMEOUT_S = 15
+# Long enough that a run renews its lease on a busy machine (15 s was not,
+# with the other test worker compiling), short enough for the test to wait
+# for a killed run's lease to expire.
+LEASE_TIMEOUT_S = 30
 
 
 @pytest.fixture

@@ -249,25 +249,42 @@ def test_records_append_mode_and_both_layouts(workdir, tmp_path):
       legacy, 'metrics')] == [(1, .1), (2, .3)]
 
 
+_ORBAX_ROUNDTRIP = """
+import sys
+import chex, jax.numpy as jnp, orbax.checkpoint as ocp
+from flax_attn import storage
+directory = storage.join(sys.argv[1], 'checkpoints')
+tree = {'w': jnp.arange(12.0).reshape(3, 4), 'b': jnp.arange(5)}
+with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+    max_to_keep=1)) as manager:
+  for step in (1, 2):
+    manager.save(step, args=ocp.args.StandardSave(
+        {'w': tree['w'] * step, 'b': tree['b'] + step}))
+  manager.wait_until_finished()
+assert storage.listdir(directory) == ['2']  # rotation removed step 1
+# Array data went through TensorStore's gcs kvstore to the emulator.
+files = [rel for rel, _ in storage.walk_files(storage.join(directory, '2'))]
+assert 'commit_success.txt' in files, files
+with ocp.CheckpointManager(directory) as manager:
+  restored = manager.restore(manager.latest_step(),
+                             args=ocp.args.StandardRestore(tree))
+chex.assert_trees_all_close(restored, {'w': tree['w'] * 2,
+                                       'b': tree['b'] + 2})
+print('roundtrip ok')
+"""
+
+
 def test_orbax_roundtrip_on_bucket(bucket_dir):
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  tree = {'w': jnp.arange(12.0).reshape(3, 4), 'b': jnp.arange(5)}
-  directory = storage.join(bucket_dir, 'checkpoints')
-  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      max_to_keep=1)) as manager:
-    for step in (1, 2):
-      manager.save(step, args=ocp.args.StandardSave(
-          {'w': tree['w'] * step, 'b': tree['b'] + step}))
-    manager.wait_until_finished()
-  assert storage.listdir(directory) == ['2']  # rotation removed step 1
-  # Array data went through TensorStore's gcs kvstore to the emulator.
-  files = [rel for rel, _ in storage.walk_files(storage.join(directory, '2'))]
-  assert 'commit_success.txt' in files, files
-  with ocp.CheckpointManager(directory) as manager:
-    restored = manager.restore(manager.latest_step(),
-                               args=ocp.args.StandardRestore(tree))
-  chex.assert_trees_all_close(restored, {'w': tree['w'] * 2,
-                                         'b': tree['b'] + 2})
+  """orbax saves, rotates and restores on the bucket (in a fresh process
+  under a timeout: TensorStore reads its GCS endpoint once per process, and
+  a hang must fail rather than stall the suite)."""
+  proc = subprocess.run([sys.executable, '-c', _ORBAX_ROUNDTRIP, bucket_dir],
+                        capture_output=True, text=True, timeout=180,
+                        cwd=os.path.dirname(os.path.dirname(
+                            os.path.abspath(__file__))),
+                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert proc.returncode == 0 and 'roundtrip ok' in proc.stdout, (
+      proc.stdout + proc.stderr[-3000:])
 
 
 def test_tensorboard_events_on_bucket(bucket_dir):

