@@ -1,4 +1,4 @@
-"""CSCA-ResNet50 on Stanford Dogs (Du & Ma, seed 004, Table 1).
+"""CSCA-ResNet50 on Stanford Dogs (Du & Ma, Table 1).
 
   python train.py --config configs/csca_resnet50_dogs.py --workdir DIR
 

@@ -1,4 +1,4 @@
-"""CSM-ResNet-18 on CIFAR-100 (Yang, Zhang, Yang, seed 003, Table III).
+"""CSM-ResNet-18 on CIFAR-100 (Yang, Zhang, Yang, Table III).
 
   python train.py --config configs/csm_resnet18_cifar100.py --workdir DIR
 

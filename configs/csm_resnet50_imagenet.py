@@ -1,4 +1,4 @@
-"""CSM-ResNet-50 on ImageNet-1K (Yang, Zhang, Yang, seed 003, Table II).
+"""CSM-ResNet-50 on ImageNet-1K (Yang, Zhang, Yang, Table II).
 
   python train.py --config configs/csm_resnet50_imagenet.py --workdir DIR
 

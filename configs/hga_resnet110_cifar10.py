@@ -1,4 +1,4 @@
-"""HGA-ResNet-110 on CIFAR-10 (Cao et al. 2020, seed 001, Table 4).
+"""HGA-ResNet-110 on CIFAR-10 (Cao et al. 2020, Table 4).
 
   python train.py --config configs/hga_resnet110_cifar10.py --workdir DIR
 

@@ -1,4 +1,4 @@
-"""HGA-ResNet-50 on ImageNet (Cao et al. 2020, seed 001, Table 2).
+"""HGA-ResNet-50 on ImageNet (Cao et al. 2020, Table 2).
 
   python train.py --config configs/hga_resnet50.py --workdir DIR
 

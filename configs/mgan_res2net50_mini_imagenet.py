@@ -1,4 +1,4 @@
-"""MGAN-Res2Net50 on Mini-ImageNet (Wu & Tanprasert 2023, seed 000, Table 3).
+"""MGAN-Res2Net50 on Mini-ImageNet (Wu & Tanprasert 2023, Table 3).
 
   python train.py --config configs/mgan_res2net50_mini_imagenet.py --workdir DIR
 

@@ -1,4 +1,4 @@
-"""MGAN-ResNet18 on CIFAR-10 (Wu & Tanprasert 2023, seed 000, Table 2).
+"""MGAN-ResNet18 on CIFAR-10 (Wu & Tanprasert 2023, Table 2).
 
   python train.py --config configs/mgan_resnet18_cifar10.py --workdir DIR
 

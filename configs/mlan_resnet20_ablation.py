@@ -1,4 +1,4 @@
-"""MLAN ablations on ResNet20, CIFAR-10 (Wang, Qin et al. 2022, seed 002).
+"""MLAN ablations on ResNet20, CIFAR-10 (Wang, Qin et al. 2022).
 
 One variant per run, named after the colon:
 

@@ -1,4 +1,4 @@
-"""MLAN-ResNet20 on CIFAR-10 (Wang, Qin et al. 2022, seed 002, Tables 2-6).
+"""MLAN-ResNet20 on CIFAR-10 (Wang, Qin et al. 2022, Tables 2-6).
 
   python train.py --config configs/mlan_resnet20_cifar10.py --workdir DIR
 

@@ -1,4 +1,4 @@
-"""MLAN-ResNet20 on CIFAR-100 (Wang, Qin et al. 2022, seed 002, Tables 8-13).
+"""MLAN-ResNet20 on CIFAR-100 (Wang, Qin et al. 2022, Tables 8-13).
 
   python train.py --config configs/mlan_resnet20_cifar100.py --workdir DIR
 

@@ -1,4 +1,4 @@
-"""Du & Ma (seed 004): CA, SA, CSCA and the FCN-ResNet50 family.
+"""Du & Ma: CA, SA, CSCA and the FCN-ResNet50 family.
 
 References are numpy from CBAM's Eq. 2-3 and the CSCA reading (outer
 product of the channel and spatial weights) with the modules' parameters.

@@ -1,4 +1,4 @@
-"""MLAN (seed 002): SMA / SMAv2 / FMA, fusions, the network, parameter counts.
+"""MLAN: SMA / SMAv2 / FMA, fusions, the network, parameter counts.
 
 References are written from the paper's equations in numpy (float64) with
 the modules' own parameters; parameter counts are checked against a closed

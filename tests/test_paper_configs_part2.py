@@ -1,4 +1,4 @@
-"""The MLAN (seed 002) and Du & Ma (seed 004) experiment configs build the
+"""The MLAN and Du & Ma experiment configs build the
 models they name, with the parameter counts tests/test_mlan.py and
 tests/test_fine_grained.py derive (jax.eval_shape: no compute)."""
 import importlib.util
