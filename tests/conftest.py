@@ -16,6 +16,10 @@ os.environ.setdefault(
     'XLA_FLAGS', f'--xla_force_host_platform_device_count=8 {FAST_COMPILE}')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# gcsfs reads this once, at import: any test (or library) that imports it
+# before the gcs_emulator fixture would otherwise make every bucket call
+# wait 60 s for the Storage Control gRPC API the emulator lacks.
+os.environ.setdefault('GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT', 'false')
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
